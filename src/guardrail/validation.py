@@ -7,6 +7,7 @@ runs once per schema (compiling, checking a schema before registration) or only 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -76,7 +77,18 @@ def json_pointer(parts: Iterable[str | int]) -> str:
 
 
 def canonical_json(schema: Schema) -> bytes:
-    return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        pass
+    # orjson stops at 64-bit integers; JSON and jsonschema-rs don't (e.g. "minimum": -2**64).
+    try:
+        text = json.dumps(
+            schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidSchema(f"schema is not JSON: {exc}") from None
+    return text.encode()
 
 
 def fingerprint(schema: Schema) -> str:
@@ -151,6 +163,9 @@ def _build(
 ) -> CompiledSchema:
     uri = _draft_uri(schema)
     cls = _DRAFTS.get(uri)
+    if cls is None and resources and uri in resources:
+        # A custom meta-schema served from memory: jsonschema-rs reads its draft and $vocabulary.
+        cls = jsonschema_rs.validator_for
     if cls is None:
         raise InvalidSchema(
             f"unsupported $schema {uri!r}: use draft-04, -06, -07, 2019-09 or 2020-12",

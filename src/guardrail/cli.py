@@ -1,0 +1,247 @@
+"""The ``guardrail`` command: serve, schemas push/list, validate.
+
+Exit codes: 0 success (for ``validate``: valid or repaired), 1 failure (invalid output, refused
+request), 2 usage error (bad arguments, unreadable file, server unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import GuardrailError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class UsageError(Exception):
+    """Bad arguments or environment: exit 2."""
+
+
+def default_url() -> str:
+    host = os.environ.get("GUARDRAIL_HOST", "127.0.0.1")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{os.environ.get('GUARDRAIL_PORT', '8080')}"
+
+
+def call(method: str, url: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    """One JSON request to a running guardrail; returns (status, JSON body)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    key = os.environ.get("GUARDRAIL_ADMIN_KEY")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {"error": {"message": exc.reason}}
+    except (urllib.error.URLError, OSError) as exc:
+        raise UsageError(f"cannot reach guardrail at {url}: {exc}") from None
+
+
+def read_json_file(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from None
+
+
+def print_error(body: dict[str, Any]) -> None:
+    error = body.get("error", {})
+    err.print(f"[red]error[/]: {error.get('message', body)}")
+    for item in error.get("errors", []):
+        err.print(f"  {item.get('path') or '/'}  [{item.get('keyword')}] {item.get('message')}")
+    for reason in error.get("reasons", []):
+        err.print(f"  - {reason}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .config import Settings
+
+    settings = Settings.load(
+        {
+            "host": args.host,
+            "port": args.port,
+            "upstream": args.upstream,
+            "upstream_dialect": args.dialect,
+            "upstream_timeout": args.upstream_timeout,
+            "database_url": args.database_url,
+            "schemas_dir": args.schemas_dir,
+            "log_level": args.log_level,
+        }
+    )
+    out.print(
+        f"guardrail on http://{settings.host}:{settings.port}  "
+        f"registry {settings.database_url}  schemas {settings.schemas_dir}"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    schema = read_json_file(args.file)
+    name = args.name or Path(args.file).stem
+    body: dict[str, Any] = {"schema": schema}
+    if args.description:
+        body["description"] = args.description
+    status, reply = call("POST", f"{args.url}/guardrail/schemas/{name}/versions", body)
+    if status >= 300:
+        print_error(reply)
+        return 1
+    state = "registered" if status == 201 else "unchanged, already"
+    out.print(f"{reply['name']}@{reply['version']} {state} ({reply['fingerprint'][:12]})")
+    for warning in reply.get("warnings", []):
+        out.print(f"[yellow]warning[/]: {warning}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    status, reply = call("GET", f"{args.url}/guardrail/schemas")
+    if status >= 300:
+        print_error(reply)
+        return 1
+    if args.json:
+        out.print_json(data=reply)
+        return 0
+    table = Table("name", "latest", "versions", "fingerprint", "updated", "description")
+    for s in reply["schemas"]:
+        table.add_row(
+            s["name"],
+            str(s["latest_version"]),
+            str(s["versions"]),
+            s["fingerprint"][:12],
+            s["updated_at"],
+            s["description"],
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if args.output == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(args.output).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.output}: {exc.strerror}") from None
+    repair = not args.no_repair
+    if Path(args.schema).is_file():
+        from .check import validate
+
+        try:
+            result = validate(read_json_file(args.schema), text, repair=repair).to_json()
+        except GuardrailError as exc:
+            raise UsageError(f"{args.schema}: {exc.message}") from None
+    else:
+        body = {"schema": args.schema, "output": text, "repair": repair}
+        status, result = call("POST", f"{args.url}/guardrail/validate", body)
+        if status >= 300:
+            print_error(result)
+            return 2
+    if args.json:
+        out.print_json(data=result)
+    else:
+        colour = "green" if result["valid"] else "red"
+        out.print(f"[{colour}]{result['outcome']}[/]")
+        for r in result["repairs"]:
+            out.print(f"  repair  {r['path'] or '/'}  {r['step']}: {r['detail']}")
+        for e in result["errors"]:
+            out.print(f"  error   {e['path'] or '/'}  [{e['keyword']}] {e['message']}")
+        if result["valid"] and result["repairs"]:
+            out.print(json.dumps(result["value"], ensure_ascii=False))
+    return 0 if result["valid"] else 1
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="guardrail", description="Enforce JSON Schemas on LLM output, for any model."
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the proxy and admin API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--upstream", help="base URL of the LLM endpoint, e.g. http://h:8000/v1")
+    serve.add_argument("--dialect", help="structured-output dialect of the upstream")
+    serve.add_argument("--upstream-timeout", type=float, help="seconds")
+    serve.add_argument("--database-url", help="sqlite:///path.db")
+    serve.add_argument("--schemas-dir", help="*.json here are registered at start-up")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(run=cmd_serve)
+
+    def with_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--url", default=default_url(), help="guardrail server (%(default)s)")
+        return p
+
+    schemas = sub.add_parser("schemas", help="register and list schemas on a running server")
+    schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
+    push = with_url(schemas_sub.add_parser("push", help="register FILE as a new version"))
+    push.add_argument("file")
+    push.add_argument("--name", help="schema name (default: the file's stem)")
+    push.add_argument("--description")
+    push.set_defaults(run=cmd_push)
+    listing = with_url(schemas_sub.add_parser("list", help="list registered schemas"))
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=cmd_list)
+
+    check = with_url(sub.add_parser("validate", help="validate a model output"))
+    check.add_argument("--schema", required=True, help="a schema FILE, or NAME[@VERSION]")
+    check.add_argument("output", nargs="?", default="-", help="output file, or - for stdin")
+    check.add_argument("--no-repair", action="store_true")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(run=cmd_validate)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except UsageError as exc:
+        err.print(f"[red]error[/]: {exc}")
+        return 2
+    except GuardrailError as exc:
+        err.print(f"[red]error[/]: {exc.message}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

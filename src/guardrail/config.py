@@ -1,0 +1,70 @@
+"""The one settings object. Flags win over environment variables, which win over guardrail.toml."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import BadRequest
+
+Dialect = Literal["auto", "openai", "vllm", "llamacpp", "ollama", "tgi", "anthropic", "prompt"]
+ENV_PREFIX = "GUARDRAIL_"
+CONFIG_FILE = "guardrail.toml"
+
+
+class Settings(BaseModel):
+    """Every setting, with its environment variable ``GUARDRAIL_<NAME>`` (upper case)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    upstream: str | None = None
+    upstream_dialect: Dialect = "auto"
+    upstream_api_key: str | None = None
+    upstream_timeout: float = Field(60.0, gt=0)
+    database_url: str = "sqlite:///./guardrail.db"
+    schemas_dir: Path = Path("./schemas")
+    admin_key: str | None = None
+    max_attempts: int = Field(3, ge=1, le=20)
+    # Limits on what clients send.
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_schema_bytes: int = Field(1024 * 1024, ge=64)
+    max_schema_depth: int = Field(64, ge=1)
+    # How long "name" (latest version) lookups are cached; versions themselves never change.
+    latest_cache_seconds: float = Field(2.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        config_file: Path | None = None,
+    ) -> Settings:
+        """Merge guardrail.toml (``GUARDRAIL_CONFIG`` or ./guardrail.toml), env, then flags."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = config_file or Path(env.get(ENV_PREFIX + "CONFIG", CONFIG_FILE))
+        if path.is_file():
+            try:
+                values.update(tomllib.loads(path.read_text()).get("guardrail", {}))
+            except tomllib.TOMLDecodeError as exc:
+                raise BadRequest(f"{path}: not valid TOML: {exc}") from None
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in (flags or {}).items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise BadRequest(f"invalid configuration: {problems}") from None

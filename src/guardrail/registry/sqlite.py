@@ -1,0 +1,232 @@
+"""SQLite registry store: stdlib sqlite3 on one dedicated thread, WAL, immediate write transactions.
+
+Every call runs on a single worker thread that owns the connection, so the event loop never
+blocks on disk and writes in this process are serialised; ``BEGIN IMMEDIATE`` with a busy timeout
+serialises writers across processes sharing the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from ..errors import RegistryUnavailable
+from .compat import Compatibility
+from .models import NewVersion, SchemaConfig, SchemaVersion
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    schema TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (name, version),
+    UNIQUE (name, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS schema_configs (
+    name TEXT PRIMARY KEY,
+    config TEXT NOT NULL
+);
+"""
+_COLUMNS = "name, version, schema, fingerprint, description, created_at"
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///relative.db`` -> ``relative.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ValueError(f"not a SQLite URL: {url!r} (expected sqlite:///path.db)")
+    return url[len(prefix) :] or ":memory:"
+
+
+def _row(row: tuple[Any, ...]) -> SchemaVersion:
+    name, version, schema, fp, description, created_at = row
+    return SchemaVersion(name, version, orjson.loads(schema), fp, description, created_at)
+
+
+class SQLiteStore:
+    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="guardrail-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        return cls(sqlite_path(url))
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._conn is None:
+                raise RegistryUnavailable("the registry store is not open")
+            return fn(self._conn)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except sqlite3.Error as exc:
+            raise RegistryUnavailable(f"registry store error: {exc}") from None
+
+    async def open(self) -> None:
+        def connect() -> None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout_ms / 1000,
+                isolation_level=None,  # explicit BEGIN/COMMIT
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        except sqlite3.Error as exc:
+            raise RegistryUnavailable(f"cannot open SQLite registry {self.path}: {exc}") from None
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
+        self._executor.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one immediate (write-locked) transaction."""
+
+        def transaction(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(transaction)
+
+    async def add_version(self, new: NewVersion) -> tuple[SchemaVersion, bool]:
+        return await self._write(lambda conn: self._add(conn, new))
+
+    def _add(self, conn: sqlite3.Connection, new: NewVersion) -> tuple[SchemaVersion, bool]:
+        existing = conn.execute(
+            f"SELECT {_COLUMNS} FROM schema_versions WHERE name = ? AND fingerprint = ?",
+            (new.name, new.fingerprint),
+        ).fetchone()
+        if existing is not None:
+            return _row(existing), False
+        latest_row = conn.execute(
+            f"SELECT {_COLUMNS} FROM schema_versions WHERE name = ? ORDER BY version DESC LIMIT 1",
+            (new.name,),
+        ).fetchone()
+        latest = _row(latest_row) if latest_row else None
+        new.check(latest, self._config(conn, new.name))
+        version = SchemaVersion(
+            name=new.name,
+            version=(latest.version if latest else 0) + 1,
+            schema=new.schema,
+            fingerprint=new.fingerprint,
+            description=new.description,
+            created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        )
+        conn.execute(
+            f"INSERT INTO schema_versions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                version.name,
+                version.version,
+                orjson.dumps(version.schema).decode(),
+                version.fingerprint,
+                version.description,
+                version.created_at,
+            ),
+        )
+        return version, True
+
+    async def get_version(self, name: str, version: int | None) -> SchemaVersion | None:
+        def get(conn: sqlite3.Connection) -> SchemaVersion | None:
+            if version is None:
+                sql = f"SELECT {_COLUMNS} FROM schema_versions WHERE name = ? "
+                row = conn.execute(sql + "ORDER BY version DESC LIMIT 1", (name,)).fetchone()
+            else:
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM schema_versions WHERE name = ? AND version = ?",
+                    (name, version),
+                ).fetchone()
+            return _row(row) if row else None
+
+        return await self._run(get)
+
+    async def list_versions(self, name: str) -> list[SchemaVersion]:
+        def versions(conn: sqlite3.Connection) -> list[SchemaVersion]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM schema_versions WHERE name = ? ORDER BY version", (name,)
+            ).fetchall()
+            return [_row(r) for r in rows]
+
+        return await self._run(versions)
+
+    async def list_latest(self) -> list[tuple[SchemaVersion, int]]:
+        def latest(conn: sqlite3.Connection) -> list[tuple[SchemaVersion, int]]:
+            rows = conn.execute(
+                f"SELECT {', '.join('v.' + c.strip() for c in _COLUMNS.split(','))}, n.count "
+                "FROM schema_versions v JOIN (SELECT name, MAX(version) AS latest, "
+                "COUNT(*) AS count FROM schema_versions GROUP BY name) n "
+                "ON v.name = n.name AND v.version = n.latest ORDER BY v.name"
+            ).fetchall()
+            return [(_row(r[:6]), r[6]) for r in rows]
+
+        return await self._run(latest)
+
+    async def delete(self, name: str) -> list[int]:
+        def delete(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                "SELECT version FROM schema_versions WHERE name = ? ORDER BY version", (name,)
+            ).fetchall()
+            conn.execute("DELETE FROM schema_versions WHERE name = ?", (name,))
+            conn.execute("DELETE FROM schema_configs WHERE name = ?", (name,))
+            return [r[0] for r in rows]
+
+        return await self._write(delete)
+
+    @staticmethod
+    def _config(conn: sqlite3.Connection, name: str) -> SchemaConfig:
+        row = conn.execute("SELECT config FROM schema_configs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return SchemaConfig()
+        raw = orjson.loads(row[0])
+        raw["compatibility"] = Compatibility(raw.get("compatibility", "backward"))
+        return SchemaConfig(**raw)
+
+    async def get_config(self, name: str) -> SchemaConfig:
+        return await self._run(lambda conn: self._config(conn, name))
+
+    async def put_config(self, name: str, config: SchemaConfig) -> None:
+        body = orjson.dumps(dataclasses.asdict(config)).decode()
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO schema_configs (name, config) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET config = excluded.config",
+                (name, body),
+            )
+        )

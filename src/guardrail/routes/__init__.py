@@ -1,0 +1,1 @@
+"""HTTP routes: proxy (OpenAI-compatible), admin (/guardrail/*) and ops (health, metrics)."""

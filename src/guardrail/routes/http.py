@@ -1,0 +1,79 @@
+"""Request bodies in, JSON out: size limits, JSON parsing and the error shape for every route."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..errors import GuardrailError, MalformedJSON, PayloadTooLarge
+
+log = logging.getLogger("guardrail.http")
+
+
+class ORJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    body = await read_body(request, limit)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedJSON(f"request body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def is_loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def error_response(exc: GuardrailError) -> Response:
+    return ORJSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def guardrail_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GuardrailError)
+    return error_response(exc)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    body = {"error": {"type": "guardrail_error", "code": code, "message": str(exc.detail)}}
+    return ORJSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(GuardrailError("internal error; the server log has the details"))
