@@ -63,7 +63,9 @@ async def test_two_registries_on_one_file_serialise_writes(tmp_path: Path) -> No
     path = tmp_path / "shared.db"
     a, b = await open_registry(path), await open_registry(path)
     await a.set_config("doc", {"compatibility": Compatibility.NONE})
-    await asyncio.gather(*(r.register("doc", schema(n)) for n, r in zip(range(1, 21), [a, b] * 10)))
+    await asyncio.gather(
+        *(r.register("doc", schema(n)) for n, r in zip(range(1, 21), [a, b] * 10, strict=True))
+    )
     assert [v.version for v in await a.versions("doc")] == list(range(1, 21))
     await a.store.close()
     await b.store.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -202,7 +201,9 @@ def _serve_from(resources: Mapping[str, Any]) -> Callable[[str], Any]:
     return retrieve
 
 
-class _LRU(OrderedDict[Any, Any]):
+class _Cache(dict[Any, Any]):
+    """A bounded dict: past ``size`` entries the oldest goes (plain dict lookups stay fast)."""
+
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
@@ -210,15 +211,23 @@ class _LRU(OrderedDict[Any, Any]):
     def put(self, key: Any, value: Any) -> None:
         self[key] = value
         if len(self) > self.size:
-            self.popitem(last=False)
+            del self[next(iter(self))]
 
 
 CACHE_SIZE: Final = 2048
-_by_fingerprint: _LRU = _LRU(CACHE_SIZE)
+_by_fingerprint: _Cache = _Cache(CACHE_SIZE)
 # id(schema dict) -> (the dict itself, compiled). Holding the dict keeps its id from being reused;
 # a schema dict must not be mutated after its first use (documented on ``compile_schema``).
-_by_identity: _LRU = _LRU(CACHE_SIZE)
-_by_text: _LRU = _LRU(CACHE_SIZE)
+_by_identity: _Cache = _Cache(CACHE_SIZE)
+_by_text: _Cache = _Cache(CACHE_SIZE)
+
+
+def cached(schema: object) -> CompiledSchema | None:
+    """The compiled form of a schema dict or model class seen before (the hot path's lookup)."""
+    entry = _by_identity.get(id(schema))
+    if entry is not None and entry[0] is schema:
+        return entry[1]  # type: ignore[no-any-return]
+    return None
 
 
 def compile_schema(

@@ -114,15 +114,15 @@ class _Side:
 
     def resolve(self, ref: Any) -> Schema:
         if not isinstance(ref, str) or not ref.startswith("#"):
-            raise _Unprovable(f"$ref {ref!r} is compatible: only local '#/...' refs are followed")
+            raise _Unprovable(f"$ref {ref!r} is compatible (only local '#/...' refs are followed)")
         node: Any = self.root
         try:
             for part in _pointer_parts(ref):
                 node = node[int(part)] if isinstance(node, list) else node[part]
         except (KeyError, IndexError, ValueError, TypeError):
-            raise _Unprovable(f"$ref {ref!r} is compatible: it does not resolve") from None
+            raise _Unprovable(f"$ref {ref!r} is compatible (it does not resolve)") from None
         if not isinstance(node, dict | bool):
-            raise _Unprovable(f"$ref {ref!r} is compatible: it does not point to a schema")
+            raise _Unprovable(f"$ref {ref!r} is compatible (it does not point to a schema)")
         return node
 
     def split(self, schema: Obj) -> tuple[Schema | None, Obj]:
@@ -138,7 +138,7 @@ def _pointer_parts(ref: str) -> list[str]:
     if not fragment:
         return []
     if not fragment.startswith("/"):
-        raise _Unprovable(f"$ref {ref!r} is compatible: anchors are not followed")
+        raise _Unprovable(f"$ref {ref!r} is compatible (anchors are not followed)")
     return [p.replace("~1", "/").replace("~0", "~") for p in fragment[1:].split("/")]
 
 
@@ -166,6 +166,8 @@ class _Walk:
         if new is False:
             return [f"{_at(path)}: schema became false (rejects everything)"]
         old = {} if old is True else old
+        if not _constrains(new):
+            return []
         if not isinstance(old, dict) or not isinstance(new, dict):
             return [f"{_at(path)}: cannot prove anything about a non-schema value"]
         if "$ref" in old or "$ref" in new:
@@ -234,10 +236,10 @@ class _Walk:
             old_check = self.old.validator.evolve(schema=old)
             new_check = self.new.validator.evolve(schema=new)
             for value in values:
-                if old_check.is_valid(value) and (
-                    error := best_match(new_check.iter_errors(value))
-                ):
-                    yield f"{_at(path)}: {keyword} value {value!r} no longer accepted ({error.message})"
+                error = best_match(new_check.iter_errors(value))
+                if error is not None and old_check.is_valid(value):
+                    rejected = f"{keyword} value {value!r} no longer accepted"
+                    yield f"{_at(path)}: {rejected} ({error.message})"
         except Exception as exc:  # jsonschema raises many kinds (unresolvable $ref, bad regex...)
             raise _Unprovable(f"{keyword} values are still accepted ({exc})") from None
 
@@ -250,7 +252,7 @@ def _guarded(path: Path, reasons: Iterator[str]) -> Iterator[str]:
 
 
 def _for(kind: str, rule: Rule) -> Rule:
-    """Apply ``rule`` only if the old schema admits instances of ``kind``: it constrains no other."""
+    """Apply ``rule`` only if the old schema admits instances of ``kind`` (all it constrains)."""
 
     def applicable(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
         if _admits(old, kind):
@@ -374,11 +376,11 @@ def _properties(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
             yield from walk.sub(was, now, path, part, f"properties matching {pattern!r}")
     # Names matching no new property or pattern: before, they matched an old pattern or no pattern.
     new_rest = new.get("additionalProperties", True)
-    was_all = [(sub, f"properties matching {p!r}") for p, sub in old_patterns.items()]
-    was_all = [
-        (sub, what) for (sub, what), p in zip(was_all, old_patterns) if p not in new_patterns
+    leftover = [(sub, f"properties matching {p!r}") for p, sub in old_patterns.items()]
+    leftover = [
+        pair for pair, p in zip(leftover, old_patterns, strict=True) if p not in new_patterns
     ]
-    for was, what in [*was_all, (old_rest, "additional properties")]:
+    for was, what in [*leftover, (old_rest, "additional properties")]:
         yield from walk.sub(was, new_rest, path, ("additionalProperties",), what)
 
 
