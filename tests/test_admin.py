@@ -187,3 +187,13 @@ def test_validate_endpoint_by_name_and_inline(client: TestClient) -> None:
 def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_503_when_the_registry_is_closed(client: TestClient) -> None:
+    store = client.app.state.registry.store  # type: ignore[attr-defined]
+    assert client.portal is not None
+    client.portal.call(store.close)
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.json()["status"] == "unavailable"
+    error(client.get("/guardrail/schemas"), 503, "registry_unavailable")
+    assert client.get("/healthz").status_code == 200

@@ -11,7 +11,7 @@ schemas use the same ``$ref``, locations below it are reported under its target 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
@@ -36,7 +36,9 @@ class Compatibility(StrEnum):
 Path = tuple[str | int, ...]
 Obj = dict[str, Any]  # a schema object (boolean schemas are handled before rules run)
 Rule = Callable[["_Walk", Obj, Obj, Path], Iterator[str]]
+_Key = tuple[bool, int, int]  # (walk flipped, id(old), id(new))
 
+_EMPTY: Final[Obj] = {}  # the true schema, as one object (ids key the memo); never mutated
 _TYPES: Final = frozenset({"array", "boolean", "integer", "null", "number", "object", "string"})
 # Keywords that never reject an instance; "x-*" vendor extensions count too.
 _ANNOTATIONS: Final = frozenset(
@@ -60,6 +62,13 @@ def _at(path: Path) -> str:
 
 def _same(a: Any, b: Any) -> bool:
     return canonical_json(a) == canonical_json(b)  # unlike ==, keeps 1 and true apart
+
+
+def _unchanged(old: Schema, new: Schema) -> bool:
+    """Equal, with no reference inside whose target might differ between the two documents."""
+    text = canonical_json(old)
+    refs = (b'"$ref"', b'"$dynamicRef"', b'"$recursiveRef"')
+    return text == canonical_json(new) and not any(ref in text for ref in refs)
 
 
 def _asserts(keyword: str) -> bool:
@@ -149,35 +158,59 @@ class _Walk:
     old: _Side
     new: _Side
     flipped: bool = False
-    active: set[tuple[bool, int, int]] = field(default_factory=set)  # $ref pairs being compared
+    active: set[_Key] = field(default_factory=set)  # $ref pairs being compared
+    assumed: list[int] = field(default_factory=lambda: [0])  # cycles assumed compatible so far
+    # proves() results; holding both schemas keeps their ids from being reused.
+    memo: dict[_Key, tuple[Schema, Schema, bool]] = field(default_factory=dict)
 
     def flip(self) -> _Walk:
-        return _Walk(self.new, self.old, not self.flipped, self.active)
+        return _Walk(self.new, self.old, not self.flipped, self.active, self.assumed, self.memo)
 
     def proves(self, old: Schema, new: Schema) -> bool:
-        return not self.compare(old, new, ())
+        key = (self.flipped, id(old), id(new))
+        if key in self.memo:
+            return self.memo[key][2]
+        before = self.assumed[0]
+        reasons = self.reasons(old, new, ())
+        try:
+            result = next(reasons, None) is None
+        finally:
+            reasons.close()  # ends any $ref comparison still in progress
+        if not result or self.assumed[0] == before:  # else it rests on an unfinished assumption
+            self.memo[key] = (old, new, result)
+        return result
 
     def equivalent(self, a: Schema, b: Schema) -> bool:
         return self.proves(a, b) and self.flip().proves(b, a)
 
     def compare(self, old: Schema, new: Schema, path: Path) -> list[str]:
-        if old is False or new is True:
-            return []
+        return list(self.reasons(old, new, path))
+
+    def reasons(self, old: Schema, new: Schema, path: Path) -> Generator[str, None, None]:
+        """Lazily, why ``new`` may reject an instance of ``old`` (at ``path``)."""
+        if old is False or new is True or not _constrains(new):
+            return
         if new is False:
-            return [f"{_at(path)}: schema became false (rejects everything)"]
-        old = {} if old is True else old
-        if not _constrains(new):
-            return []
+            yield f"{_at(path)}: schema became false (rejects everything)"
+            return
+        old = _EMPTY if old is True else old
+        if _unchanged(old, new):
+            return
         if not isinstance(old, dict) or not isinstance(new, dict):
-            return [f"{_at(path)}: cannot prove anything about a non-schema value"]
-        if "$ref" in old or "$ref" in new:
-            return list(_guarded(path, self._refs(old, new, path)))
-        if "const" in old or "enum" in old:
-            return list(_guarded(path, self._finite(old, new, path)))
-        reasons = list(self._keywords(old, new, path))
-        if reasons and self._by_branch(old, new):
-            return []
-        return reasons
+            yield _unproven(path, "anything about a value that is not a schema")
+        elif "$ref" in old or "$ref" in new:
+            yield from _guarded(path, self._refs(old, new, path))
+        elif "const" in old or "enum" in old:
+            yield from _guarded(path, self._finite(old, new, path))
+        elif not self._proves_by_keyword(old, new) and not self._by_branch(old, new):
+            yield from self._keywords(old, new, path)
+
+    def _proves_by_keyword(self, old: Obj, new: Obj) -> bool:
+        found = self._keywords(old, new, ())
+        try:
+            return next(found, None) is None
+        finally:
+            found.close()
 
     def sub(self, old: Schema, new: Schema, path: Path, part: Path, what: str) -> Iterator[str]:
         """Compare a child subschema; one newly false reads "<what> no longer allowed"."""
@@ -186,7 +219,7 @@ class _Walk:
         else:
             yield from self.compare(old, new, path + part)
 
-    def _keywords(self, old: Obj, new: Obj, path: Path) -> Iterator[str]:
+    def _keywords(self, old: Obj, new: Obj, path: Path) -> Generator[str, None, None]:
         for group, rule in _RULES.items():
             if not new.keys().isdisjoint(group):
                 yield from _guarded(path, rule(self, old, new, path))
@@ -200,12 +233,13 @@ class _Walk:
         branches = old.get("anyOf", old.get("oneOf"))
         if isinstance(branches, list) and all(self.proves(b, new) for b in branches):
             return True
-        types = _types(old)
-        return len(types) > 1 and all(self.proves({**old, "type": t}, new) for t in sorted(types))
+        types = old.get("type")
+        return isinstance(types, list) and all(self.proves({**old, "type": t}, new) for t in types)
 
     def _refs(self, old: Obj, new: Obj, path: Path) -> Iterator[str]:
         key = (self.flipped, id(old), id(new))
         if key in self.active:
+            self.assumed[0] += 1
             return  # a cycle: assume the pair compatible while it is being checked
         self.active.add(key)
         try:
@@ -473,9 +507,18 @@ def _any_of(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
     def covered(was: Schema) -> bool:
         return any(walk.proves(was, now) for now in new["anyOf"])
 
+    if covered(old):
+        return
     branches = old.get("anyOf", old.get("oneOf"))
-    if not covered(old) and not (isinstance(branches, list) and all(map(covered, branches))):
-        yield _unproven(path, "every old instance matches a branch of the changed anyOf")
+    if not isinstance(branches, list):
+        yield _unproven(path, "every old instance matches a branch of the new anyOf")
+        return
+    for i, was in enumerate(branches):
+        if not covered(was):
+            # Name the branch; its changes against the same position in the new anyOf may tell why.
+            yield _unproven((*path, "anyOf", i), "this branch still matches a new anyOf branch")
+            if i < len(new["anyOf"]):
+                yield from walk.compare(was, new["anyOf"][i], (*path, "anyOf", i))
 
 
 def _one_of(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:

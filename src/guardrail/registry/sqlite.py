@@ -73,6 +73,8 @@ class SQLiteStore:
                 raise RegistryUnavailable("the registry store is not open")
             return fn(self._conn)
 
+        if self._conn is None:
+            raise RegistryUnavailable("the registry store is not open")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except sqlite3.Error as exc:
@@ -100,6 +102,9 @@ class SQLiteStore:
             raise RegistryUnavailable(f"cannot open SQLite registry {self.path}: {exc}") from None
 
     async def close(self) -> None:
+        if self._conn is None:
+            return
+
         def disconnect() -> None:
             if self._conn is not None:
                 self._conn.close()
