@@ -330,7 +330,7 @@ NARROWINGS = [
         "anyOf-branch-removed",
         {"anyOf": [{"type": "string"}, {"type": "integer"}]},
         {"anyOf": [{"type": "string"}]},
-        ("/: cannot prove every old instance matches a branch of the changed anyOf",),
+        ("/anyOf/1: cannot prove this branch's instances still match a branch of the new anyOf",),
     ),
     Case(
         "ref-unresolvable",
@@ -340,6 +340,18 @@ NARROWINGS = [
             "/: cannot prove $ref 'other.json#/Age' is compatible "
             "(only local '#/...' refs are followed)",
         ),
+    ),
+    Case(
+        "pointer-escaping",
+        obj(**{"a/b~c": {"type": ["string", "null"]}}),
+        obj(**{"a/b~c": {"type": "string"}}),
+        ("/properties/a~1b~0c: type narrowed from ['null', 'string'] to ['string']",),
+    ),
+    Case(
+        "escaped-ref",
+        {"$defs": {"a/b": {"maximum": 2}}, **obj(a={"$ref": "#/$defs/a~1b"})},
+        {"$defs": {"a/b": {"maximum": 1}}, **obj(a={"$ref": "#/$defs/a~1b"})},
+        ("/$defs/a~1b: maximum tightened from 2 to 1",),
     ),
     Case(
         "cycle-through-ref",
@@ -385,7 +397,10 @@ BOTH_WAYS = [
         "anyOf-changed",
         {"anyOf": [{"type": "string"}, {"type": "integer"}]},
         {"anyOf": [{"type": "string"}, {"type": "boolean"}]},
-        ("/: cannot prove every old instance matches a branch of the changed anyOf",),
+        (
+            "/anyOf/1: cannot prove this branch's instances still match a branch of the new anyOf",
+            "/anyOf/1: type narrowed from ['integer'] to ['boolean']",
+        ),
     ),
     Case(
         "oneOf-changed",
@@ -534,3 +549,11 @@ def test_every_reason_is_listed_in_a_stable_order() -> None:
     assert narrowings(old, new) == expected
     assert narrowings(old, new) == expected  # deterministic
     assert narrowings(new, old) == []
+
+
+def test_patterns_python_cannot_read_are_not_guessed() -> None:
+    old = {"patternProperties": {"^\\p{L}+$": {"type": "string"}}, **obj(a={"type": "string"})}
+    new = {**old, "properties": {"a": {"type": "string", "maxLength": 3}}}
+    assert narrowings(old, new) == [
+        "/: cannot prove anything about pattern '^\\\\p{L}+$' (not a Python regex)"
+    ]

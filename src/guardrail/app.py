@@ -7,25 +7,43 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
 from .config import Settings
 from .errors import GuardrailError
+from .pipeline import Pipeline
 from .registry import Registry, Store, open_store
 from .routes.admin import AdminAPI
-from .routes.http import guardrail_error, http_error, unexpected_error
+from .routes.http import RequestIdMiddleware, guardrail_error, http_error, unexpected_error
 from .routes.ops import OpsAPI
+from .routes.proxy import ProxyAPI
+from .upstream.client import Transport
+from .upstream.routing import Router
 from .validation import Limits
 
 
-def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
-    """The guardrail ASGI app. ``store`` defaults to the one ``settings.database_url`` names."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    transport: Transport | None = None,
+) -> Starlette:
+    """The guardrail ASGI app. ``store`` defaults to the one ``settings.database_url`` names;
+    ``transport`` replaces the network under the upstream clients (tests)."""
     settings = settings or Settings()
     store = store or open_store(settings.database_url)
-    registry = Registry(
-        store,
-        limits=Limits(settings.max_schema_bytes, settings.max_schema_depth),
-        latest_ttl=settings.latest_cache_seconds,
+    limits = Limits(settings.max_schema_bytes, settings.max_schema_depth)
+    registry = Registry(store, limits=limits, latest_ttl=settings.latest_cache_seconds)
+    router = Router(settings, transport=transport)
+    pipeline = Pipeline(
+        registry,
+        router,
+        limits=limits,
+        default_max_attempts=settings.max_attempts,
+        request_timeout=settings.request_timeout,
+        max_total_tokens=settings.max_total_tokens,
     )
+    proxy = ProxyAPI(pipeline, router, max_body_bytes=settings.max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -34,10 +52,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         try:
             yield
         finally:
+            await router.aclose()
             await store.close()
 
     app = Starlette(
-        routes=[*AdminAPI(registry, settings).routes, *OpsAPI(store).routes],
+        routes=[*proxy.routes, *AdminAPI(registry, settings).routes, *OpsAPI(store).routes],
+        middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={
             GuardrailError: guardrail_error,
             HTTPException: http_error,

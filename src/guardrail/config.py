@@ -17,6 +17,18 @@ ENV_PREFIX = "GUARDRAIL_"
 CONFIG_FILE = "guardrail.toml"
 
 
+class RouteConfig(BaseModel):
+    """One ``[[routes]]`` entry of guardrail.toml: requests whose model matches go there."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(description="a glob over the request's model, e.g. 'gpt-4o*'")
+    upstream: str
+    dialect: Dialect = "auto"
+    api_key_env: str | None = None
+    max_attempts: int | None = Field(None, ge=1, le=20)
+
+
 class Settings(BaseModel):
     """Every setting, with its environment variable ``GUARDRAIL_<NAME>`` (upper case)."""
 
@@ -32,6 +44,13 @@ class Settings(BaseModel):
     schemas_dir: Path = Path("./schemas")
     admin_key: str | None = None
     max_attempts: int = Field(3, ge=1, le=20)
+    # One deadline over all attempts of a request; each upstream call also has upstream_timeout.
+    request_timeout: float = Field(180.0, gt=0)
+    # Stop re-asking once the attempts so far used this many tokens (None: no budget).
+    max_total_tokens: int | None = Field(None, ge=1)
+    upstream_max_connections: int = Field(100, ge=1)
+    max_upstream_response_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    routes: tuple[RouteConfig, ...] = ()
     # Limits on what clients send.
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_schema_bytes: int = Field(1024 * 1024, ge=64)
@@ -53,10 +72,13 @@ class Settings(BaseModel):
         path = config_file or Path(env.get(ENV_PREFIX + "CONFIG", CONFIG_FILE))
         if path.is_file():
             try:
-                values.update(tomllib.loads(path.read_text()).get("guardrail", {}))
+                document = tomllib.loads(path.read_text())
             except tomllib.TOMLDecodeError as exc:
                 raise BadRequest(f"{path}: not valid TOML: {exc}") from None
-        for name in cls.model_fields:
+            values.update(document.get("guardrail", {}))
+            if "routes" in document:
+                values["routes"] = document["routes"]
+        for name in cls.model_fields.keys() - {"routes"}:
             raw = env.get(ENV_PREFIX + name.upper())
             if raw is not None and raw != "":
                 values[name] = raw

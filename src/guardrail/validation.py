@@ -220,6 +220,8 @@ _by_fingerprint: _Cache = _Cache(CACHE_SIZE)
 # a schema dict must not be mutated after its first use (documented on ``compile_schema``).
 _by_identity: _Cache = _Cache(CACHE_SIZE)
 _by_text: _Cache = _Cache(CACHE_SIZE)
+# Schemas that passed ``check_schema`` (meta-schema and all), by fingerprint.
+_checked: _Cache = _Cache(CACHE_SIZE)
 
 
 def cached(schema: object) -> CompiledSchema | None:
@@ -332,7 +334,8 @@ def check_schema(schema: Any, limits: Limits = Limits()) -> CompiledSchema:
     """
     if not isinstance(schema, dict | bool):
         raise InvalidSchema(f"a schema is a JSON object or boolean, not {type(schema).__name__}")
-    size = len(canonical_json(schema))
+    canonical = canonical_json(schema)
+    size = len(canonical)
     if size > limits.max_bytes:
         raise SchemaTooLarge(
             f"schema is {size} bytes; the limit is {limits.max_bytes} (GUARDRAIL_MAX_SCHEMA_BYTES)"
@@ -343,6 +346,10 @@ def check_schema(schema: Any, limits: Limits = Limits()) -> CompiledSchema:
             f"schema nests {depth} levels deep; the limit is {limits.max_depth} "
             "(GUARDRAIL_MAX_SCHEMA_DEPTH)"
         )
+    fp = hashlib.sha256(canonical).hexdigest()
+    hit = _checked.get(fp)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
     uri = _draft_uri(schema)
     if uri not in _DRAFTS:
         raise InvalidSchema(
@@ -355,4 +362,6 @@ def check_schema(schema: Any, limits: Limits = Limits()) -> CompiledSchema:
             f"schema fails the meta-schema of {uri} ({len(problems)} error(s))",
             extra={"errors": [p.to_json() for p in problems]},
         )
-    return _compile_value(schema, None)
+    compiled = _compile_value(schema, None)
+    _checked.put(fp, compiled)
+    return compiled

@@ -153,7 +153,7 @@ def _pointer_parts(ref: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Walk:
-    """Compares subschemas of ``old`` and ``new``; ``flipped`` swaps the two (for ``not``)."""
+    """Compares subschemas of ``old`` and ``new``; ``flip`` swaps the two (for ``not``)."""
 
     old: _Side
     new: _Side
@@ -166,60 +166,57 @@ class _Walk:
     def flip(self) -> _Walk:
         return _Walk(self.new, self.old, not self.flipped, self.active, self.assumed, self.memo)
 
-    def proves(self, old: Schema, new: Schema) -> bool:
-        key = (self.flipped, id(old), id(new))
-        if key in self.memo:
-            return self.memo[key][2]
-        before = self.assumed[0]
-        reasons = self.reasons(old, new, ())
-        try:
-            result = next(reasons, None) is None
-        finally:
-            reasons.close()  # ends any $ref comparison still in progress
-        if not result or self.assumed[0] == before:  # else it rests on an unfinished assumption
-            self.memo[key] = (old, new, result)
-        return result
-
     def equivalent(self, a: Schema, b: Schema) -> bool:
         return self.proves(a, b) and self.flip().proves(b, a)
 
     def compare(self, old: Schema, new: Schema, path: Path) -> list[str]:
         return list(self.reasons(old, new, path))
 
-    def reasons(self, old: Schema, new: Schema, path: Path) -> Generator[str, None, None]:
-        """Lazily, why ``new`` may reject an instance of ``old`` (at ``path``)."""
+    def reasons(self, old: Schema, new: Schema, path: Path) -> Iterator[str]:
+        """Lazily, why ``new`` may reject an instance of ``old`` (``path``: where they are)."""
+        if not self.proves(old, new):
+            yield from self._dispatch(old, new, path)
+
+    def proves(self, old: Schema, new: Schema) -> bool:
+        """Whether ``new`` provably accepts every instance of ``old`` (memoized)."""
+        key = (self.flipped, id(old), id(new))
+        if key in self.memo:
+            return self.memo[key][2]
+        before = self.assumed[0]
+        found = self._dispatch(old, new, ())
+        try:
+            result = _unchanged(old, new) or next(found, None) is None
+        finally:
+            found.close()  # ends any $ref comparison still in progress
+        result = result or (isinstance(old, dict) and self._by_branch(old, new))
+        if not result or self.assumed[0] == before:  # else it rests on an unfinished assumption
+            self.memo[key] = (old, new, result)
+        return result
+
+    def _dispatch(self, old: Schema, new: Schema, path: Path) -> Generator[str, None, None]:
         if old is False or new is True or not _constrains(new):
             return
         if new is False:
             yield f"{_at(path)}: schema became false (rejects everything)"
             return
         old = _EMPTY if old is True else old
-        if _unchanged(old, new):
-            return
         if not isinstance(old, dict) or not isinstance(new, dict):
             yield _unproven(path, "anything about a value that is not a schema")
         elif "$ref" in old or "$ref" in new:
             yield from _guarded(path, self._refs(old, new, path))
         elif "const" in old or "enum" in old:
             yield from _guarded(path, self._finite(old, new, path))
-        elif not self._proves_by_keyword(old, new) and not self._by_branch(old, new):
+        else:
             yield from self._keywords(old, new, path)
-
-    def _proves_by_keyword(self, old: Obj, new: Obj) -> bool:
-        found = self._keywords(old, new, ())
-        try:
-            return next(found, None) is None
-        finally:
-            found.close()
 
     def sub(self, old: Schema, new: Schema, path: Path, part: Path, what: str) -> Iterator[str]:
         """Compare a child subschema; one newly false reads "<what> no longer allowed"."""
         if new is False and old is not False:
             yield f"{_at(path)}: {what} no longer allowed"
         else:
-            yield from self.compare(old, new, path + part)
+            yield from self.reasons(old, new, path + part)
 
-    def _keywords(self, old: Obj, new: Obj, path: Path) -> Generator[str, None, None]:
+    def _keywords(self, old: Obj, new: Obj, path: Path) -> Iterator[str]:
         for group, rule in _RULES.items():
             if not new.keys().isdisjoint(group):
                 yield from _guarded(path, rule(self, old, new, path))
@@ -228,7 +225,7 @@ class _Walk:
             if unknown and not (keyword in old and _same(old[keyword], value)):
                 yield _unproven(path, f"the change to unknown keyword {keyword!r} is safe")
 
-    def _by_branch(self, old: Obj, new: Obj) -> bool:
+    def _by_branch(self, old: Obj, new: Schema) -> bool:
         """Whether each alternative of ``old`` (anyOf/oneOf branch, or one of its types) fits."""
         branches = old.get("anyOf", old.get("oneOf"))
         if isinstance(branches, list) and all(self.proves(b, new) for b in branches):
@@ -257,10 +254,10 @@ class _Walk:
         finally:
             self.active.discard(key)
 
-    def _first_fit(self, sources: list[Schema], new: Schema, path: Path) -> list[str]:
-        """No reasons if some source (each a superset of the old schema) fits, else the first's."""
-        found = [self.compare(source, new, path) for source in sources]
-        return [] if any(not reasons for reasons in found) else found[0]
+    def _first_fit(self, sources: list[Schema], new: Schema, path: Path) -> Iterator[str]:
+        """Nothing if some source (each a superset of the old schema) fits, else the first's."""
+        if not any(self.proves(source, new) for source in sources):
+            yield from self.reasons(sources[0], new, path)
 
     def _finite(self, old: Obj, new: Obj, path: Path) -> Iterator[str]:
         # An old enum/const admits finitely many values: check each one against the new schema.
@@ -406,20 +403,18 @@ def _properties(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
         same = pattern in old_patterns
         was_all = [old_patterns[pattern]] if same else [*old_patterns.values(), old_rest]
         for was in was_all:
-            part = ("patternProperties", pattern)
-            yield from walk.sub(was, now, path, part, f"properties matching {pattern!r}")
+            where = ("patternProperties", pattern)
+            yield from walk.sub(was, now, path, where, f"properties matching {pattern!r}")
     # Names matching no new property or pattern: before, they matched an old pattern or no pattern.
-    new_rest = new.get("additionalProperties", True)
-    leftover = [(sub, f"properties matching {p!r}") for p, sub in old_patterns.items()]
-    leftover = [
-        pair for pair, p in zip(leftover, old_patterns, strict=True) if p not in new_patterns
-    ]
-    for was, what in [*leftover, (old_rest, "additional properties")]:
-        yield from walk.sub(was, new_rest, path, ("additionalProperties",), what)
+    new_rest, rest = new.get("additionalProperties", True), ("additionalProperties",)
+    for pattern, was in old_patterns.items():
+        if pattern not in new_patterns:
+            yield from walk.sub(was, new_rest, path, rest, f"properties matching {pattern!r}")
+    yield from walk.sub(old_rest, new_rest, path, rest, "additional properties")
 
 
 def _property_names(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
-    yield from walk.compare(
+    yield from walk.reasons(
         old.get("propertyNames", True), new["propertyNames"], (*path, "propertyNames")
     )
 
@@ -446,7 +441,7 @@ def _dependencies(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
             yield f"{_at(path)}: property {name!r} now also requires {added!r}"
     for name, (keyword, now) in new_schemas.items():
         was = old_schemas.get(name, (keyword, True))[1]
-        yield from walk.compare(was, now, (*path, keyword, name))
+        yield from walk.reasons(was, now, (*path, keyword, name))
 
 
 def _tuple(schema: Obj) -> tuple[list[Schema], Schema, str, str]:
@@ -481,7 +476,7 @@ def _contains(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
         if least > 0 or most is not None:
             yield f"{_at(path)}: contains added"
         return
-    yield from walk.compare(old["contains"], new["contains"], (*path, "contains"))
+    yield from walk.reasons(old["contains"], new["contains"], (*path, "contains"))
     if least > old.get("minContains", 1):
         yield f"{_at(path)}: minContains tightened from {old.get('minContains', 1)} to {least}"
     if most is None:
@@ -498,7 +493,7 @@ def _all_of(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
     members = old.get("allOf", [])
     for i, now in enumerate(new["allOf"]):
         if not any(walk.proves(was, now) for was in [old, *members]):
-            yield from walk.compare(
+            yield from walk.reasons(
                 members[i] if i < len(members) else old, now, (*path, "allOf", i)
             )
 
@@ -516,9 +511,11 @@ def _any_of(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
     for i, was in enumerate(branches):
         if not covered(was):
             # Name the branch; its changes against the same position in the new anyOf may tell why.
-            yield _unproven((*path, "anyOf", i), "this branch still matches a new anyOf branch")
+            yield _unproven(
+                (*path, "anyOf", i), "this branch's instances still match a branch of the new anyOf"
+            )
             if i < len(new["anyOf"]):
-                yield from walk.compare(was, new["anyOf"][i], (*path, "anyOf", i))
+                yield from walk.reasons(was, new["anyOf"][i], (*path, "anyOf", i))
 
 
 def _one_of(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
@@ -543,7 +540,7 @@ def _conditional(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
         yield _unproven(path, "the changed if/then/else accepts every old instance")
         return
     for keyword, now in branches.items():
-        yield from walk.compare(old.get(keyword, True), now, (*path, keyword))
+        yield from walk.reasons(old.get(keyword, True), now, (*path, keyword))
 
 
 def _unevaluated(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:

@@ -1,0 +1,441 @@
+"""One chat request's journey: resolve -> constrain -> call -> check -> repair -> re-ask.
+
+Plain data in (the client's parsed body and headers), plain data out (an ``Answer``: status,
+headers, JSON body). No web framework here; the network is reached only through ``upstream``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .check import Outcome, Result, check
+from .errors import (
+    BadRequest,
+    GuardrailError,
+    SchemaValidationFailed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from .registry import Registry, SchemaConfig
+from .upstream.dialects import Constraint
+from .upstream.routing import Router, Upstream
+from .validation import CompiledSchema, Limits, Violation, check_schema, compile_schema, fingerprint
+
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request's answer must conform to."""
+
+    ref: str  # the X-Guardrail-Schema header: name@version, inline:<fingerprint>, json_object
+    constraint: Constraint | None  # sent upstream in its dialect; None: tools are native already
+    response: CompiledSchema | None  # checks message content
+    tools: Mapping[str, CompiledSchema]  # checks each tool call's arguments, by tool name
+    config: SchemaConfig = field(default_factory=SchemaConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    max_attempts: int
+    repair: bool
+    on_failure: str
+    stream_mode: str
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.prompt_tokens += _int(usage.get("prompt_tokens"))
+            self.completion_tokens += _int(usage.get("completion_tokens"))
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the client gets: status, headers and a JSON body (``completion`` when it is one)."""
+
+    status: int
+    headers: dict[str, str]
+    content: bytes
+    completion: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One upstream call and the verdict on each of its choices."""
+
+    completion: dict[str, Any]
+    verdicts: list[list[Result]] = field(default_factory=list)
+
+    @property
+    def conforms(self) -> bool:
+        return all(r.valid for choice in self.verdicts for r in choice) and bool(self.verdicts)
+
+    @property
+    def repaired(self) -> bool:
+        return any(r.repairs for choice in self.verdicts for r in choice)
+
+    def first_failure(self) -> tuple[str, tuple[Violation, ...]]:
+        for choice, results in zip(_choices(self.completion), self.verdicts, strict=True):
+            for result in results:
+                if not result.valid:
+                    return _raw_output(choice), result.errors
+        return "", ()
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _choices(completion: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = completion.get("choices")
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _message(choice: dict[str, Any]) -> dict[str, Any]:
+    return _object(choice.get("message"))
+
+
+def _tool_calls(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    calls = _message(choice).get("tool_calls")
+    return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+
+
+def _raw_output(choice: dict[str, Any]) -> str:
+    content = _message(choice).get("content")
+    if isinstance(content, str) and content:
+        return content
+    for call in _tool_calls(choice):
+        arguments = _object(call.get("function")).get("arguments")
+        if isinstance(arguments, str):
+            return arguments
+    return ""
+
+
+def feedback(errors: tuple[Violation, ...]) -> str:
+    """The re-ask message: each failing JSON path with what is wrong there."""
+    lines = [f"- {e.path or '(root)'}: {e.message} [{e.keyword}]" for e in errors[:20]]
+    if len(errors) > 20:
+        lines.append(f"- … and {len(errors) - 20} more")
+    return (
+        "Your previous answer does not conform to the required JSON Schema:\n"
+        + "\n".join(lines)
+        + "\nReply again with only the corrected JSON, no prose and no code fences."
+    )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        registry: Registry,
+        router: Router,
+        *,
+        limits: Limits,
+        default_max_attempts: int,
+        request_timeout: float,
+        max_total_tokens: int | None = None,
+    ) -> None:
+        self.registry = registry
+        self.router = router
+        self.limits = limits
+        self.default_max_attempts = default_max_attempts
+        self.request_timeout = request_timeout
+        self.max_total_tokens = max_total_tokens
+
+    # -- resolve ---------------------------------------------------------------------------
+
+    async def resolve(self, body: dict[str, Any], headers: Mapping[str, str]) -> Target | None:
+        """The schema that applies, in the contract's order; None: the request is unchecked."""
+        named = headers.get("x-guardrail-schema")
+        if named:
+            return await self._registered(named)
+        response_format = body.get("response_format")
+        if isinstance(response_format, dict):
+            kind = response_format.get("type")
+            spec = response_format.get("json_schema")
+            if kind == "json_schema" and isinstance(spec, dict):
+                if "schema" in spec:
+                    return self._inline(spec)
+                if isinstance(spec.get("name"), str):
+                    return await self._registered(spec["name"])
+                raise BadRequest("response_format.json_schema needs a 'schema' or a 'name'")
+            if kind == "json_object":
+                return Target(
+                    "json_object",
+                    Constraint("json_object", "json_object", None),
+                    compile_schema(ANY_OBJECT),
+                    {},
+                )
+        tools = body.get("tools")
+        if isinstance(tools, list) and tools:
+            return self._tools(tools)
+        return None
+
+    async def _registered(self, ref: str) -> Target:
+        resolved = await self.registry.resolve(ref)
+        version = resolved.version
+        config = await self.registry.config(version.name)
+        schema = version.schema if isinstance(version.schema, dict) else {}
+        constraint = Constraint("schema", _safe_name(version.name), schema)
+        return Target(version.ref, constraint, resolved.compiled, {}, config)
+
+    def _inline(self, spec: dict[str, Any]) -> Target:
+        schema = spec["schema"]
+        compiled = check_schema(schema, self.limits)
+        name = spec.get("name")
+        name = name if isinstance(name, str) else "response"
+        native = schema if isinstance(schema, dict) else {}
+        ref = f"inline:{compiled.fingerprint[:16]}"
+        return Target(ref, Constraint("schema", _safe_name(name), native), compiled, {})
+
+    def _tools(self, tools: list[Any]) -> Target:
+        checks: dict[str, CompiledSchema] = {}
+        for index, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise BadRequest(f"tools[{index}] needs a function with a name")
+            parameters = function.get("parameters", ANY_OBJECT)
+            checks[function["name"]] = check_schema(parameters, self.limits)
+        ref = "inline:" + fingerprint({n: c.schema for n, c in checks.items()})[:16]
+        return Target(ref, None, None, checks)
+
+    # -- policy ----------------------------------------------------------------------------
+
+    def policy(self, target: Target, upstream: Upstream, headers: Mapping[str, str]) -> Policy:
+        """Per-request headers, then the schema's config, then the route, then the server."""
+        config = target.config
+        attempts = headers.get("x-guardrail-max-attempts")
+        max_attempts = config.max_attempts or upstream.max_attempts or self.default_max_attempts
+        if attempts is not None:
+            if not attempts.isdigit() or not 1 <= int(attempts) <= 20:
+                raise BadRequest("X-Guardrail-Max-Attempts must be a number from 1 to 20")
+            max_attempts = int(attempts)
+        on_failure = headers.get("x-guardrail-on-failure") or config.on_failure or "error"
+        if on_failure not in ("error", "passthrough"):
+            raise BadRequest("X-Guardrail-On-Failure must be 'error' or 'passthrough'")
+        stream_mode = headers.get("x-guardrail-stream-mode") or config.stream_mode or "buffer"
+        if stream_mode not in ("buffer", "progressive"):
+            raise BadRequest("X-Guardrail-Stream-Mode must be 'buffer' or 'progressive'")
+        repair = True if config.repair is None else config.repair
+        return Policy(max_attempts, repair, on_failure, stream_mode)
+
+    # -- the journey -----------------------------------------------------------------------
+
+    async def complete(
+        self, body: dict[str, Any], headers: Mapping[str, str], target: Target
+    ) -> Answer:
+        """Call the upstream until an answer conforms or the attempt/time/token budget ends."""
+        upstream = self.router.upstream_for(_model(body))
+        policy = self.policy(target, upstream, headers)
+        deadline = time.monotonic() + self.request_timeout
+        messages = list(body["messages"])
+        usage = Usage()
+        relaxed: tuple[str, ...] = ()
+        last: Attempt | None = None
+        attempts = 0
+        request = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        upstream_headers = upstream.headers(headers)
+        while attempts < policy.max_attempts:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            translation = upstream.dialect.translate(
+                {**request, "messages": messages}, target.constraint
+            )
+            relaxed = translation.relaxed
+            try:
+                async with asyncio.timeout(remaining):
+                    reply = await upstream.client.request(
+                        "POST", translation.path, upstream_headers, orjson.dumps(translation.body)
+                    )
+            except TimeoutError:
+                if last is None:
+                    raise UpstreamTimeout(
+                        f"no answer within the request deadline of {self.request_timeout:g} s"
+                    ) from None
+                break
+            attempts += 1
+            if reply.status >= 400:
+                return Answer(reply.status, _error_headers(reply.headers), reply.content)
+            completion = _completion(reply.content, upstream)
+            usage.add(completion.get("usage"))
+            last = self.judge(completion, target, policy)
+            if last.conforms:
+                outcome = (
+                    Outcome.REASKED
+                    if attempts > 1
+                    else (Outcome.REPAIRED if last.repaired else Outcome.VALID)
+                )
+                return self.answer(last, outcome, attempts, usage, target, relaxed)
+            if self.max_total_tokens is not None and usage.total >= self.max_total_tokens:
+                break
+            output, errors = last.first_failure()
+            messages = [
+                *messages,
+                {"role": "assistant", "content": output},
+                {"role": "user", "content": feedback(errors)},
+            ]
+        if last is None:
+            raise UpstreamTimeout(f"no answer within {self.request_timeout:g} s")
+        if policy.on_failure == "passthrough":
+            return self.answer(last, Outcome.FAILED, attempts, usage, target, relaxed)
+        output, errors = last.first_failure()
+        raise SchemaValidationFailed(
+            f"no answer conformed to {target.ref} after {attempts} attempt(s)",
+            extra={
+                "errors": [e.to_json() for e in errors],
+                "attempts": attempts,
+                "last_output": output,
+            },
+            headers=_headers(Outcome.FAILED, attempts, target, relaxed),
+        )
+
+    def judge(self, completion: dict[str, Any], target: Target, policy: Policy) -> Attempt:
+        """Check every choice: its content against the response schema or, for a tools
+        request, each tool call's arguments against its tool's schema."""
+        attempt = Attempt(completion)
+        for choice in _choices(completion):
+            results: list[Result] = []
+            if target.response is not None:
+                content = _message(choice).get("content")
+                if isinstance(content, str):
+                    results.append(check(target.response, content, repair=policy.repair))
+                else:
+                    results.append(_missing("the answer has no text content"))
+                attempt.verdicts.append(results)
+                continue
+            for call in _tool_calls(choice):
+                function = _object(call.get("function"))
+                schema = target.tools.get(str(function.get("name")))
+                arguments = function.get("arguments")
+                if schema is None:
+                    results.append(_missing(f"unknown tool {function.get('name')!r}"))
+                elif not isinstance(arguments, str):
+                    results.append(_missing("tool call arguments are not a string"))
+                else:
+                    results.append(check(schema, arguments, repair=policy.repair))
+            if not results:
+                results.append(_missing("the answer has no tool call"))
+            attempt.verdicts.append(results)
+        return attempt
+
+    def answer(
+        self,
+        attempt: Attempt,
+        outcome: Outcome,
+        attempts: int,
+        usage: Usage,
+        target: Target,
+        relaxed: tuple[str, ...],
+    ) -> Answer:
+        completion = dict(attempt.completion)
+        if outcome is not Outcome.FAILED:
+            completion["choices"] = [
+                _conforming(choice, results, target.response is not None)
+                for choice, results in zip(_choices(completion), attempt.verdicts, strict=True)
+            ]
+        completion["usage"] = usage.to_json()
+        return Answer(
+            200,
+            _headers(outcome, attempts, target, relaxed),
+            orjson.dumps(completion),
+            completion,
+        )
+
+
+def _model(body: dict[str, Any]) -> str | None:
+    model = body.get("model")
+    return model if isinstance(model, str) else None
+
+
+def _safe_name(name: str) -> str:
+    return _UNSAFE_NAME.sub("_", name)[:64] or "response"
+
+
+def _missing(message: str) -> Result:
+    return Result(False, Outcome.FAILED, None, (Violation("", "content", message),), ())
+
+
+def _completion(content: bytes, upstream: Upstream) -> dict[str, Any]:
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        raise UpstreamUnavailable("the upstream answered with invalid JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamUnavailable("the upstream answered with JSON that is not an object")
+    if "error" in data and "choices" not in data:
+        raise UpstreamUnavailable(f"the upstream answered 200 with an error: {data['error']}")
+    try:
+        return upstream.dialect.to_openai(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UpstreamUnavailable(f"the upstream's answer has an unexpected shape: {exc}") from None
+
+
+def _conforming(choice: dict[str, Any], results: list[Result], content: bool) -> dict[str, Any]:
+    """The choice with repaired values written back as canonical JSON. ``content``: the first
+    result is the message content's; the rest are its tool calls', in order."""
+    if not any(r.repairs for r in results):
+        return choice
+    message = dict(_message(choice))
+    verdicts = iter(results)
+    if content:
+        result = next(verdicts)
+        if result.repairs:
+            message["content"] = orjson.dumps(result.value).decode()
+    else:
+        calls = []
+        for call, result in zip(_tool_calls(choice), verdicts, strict=False):
+            if result.repairs:
+                function = {**call["function"], "arguments": orjson.dumps(result.value).decode()}
+                call = {**call, "function": function}
+            calls.append(call)
+        message["tool_calls"] = calls
+    return {**choice, "message": message}
+
+
+def _headers(
+    outcome: Outcome, attempts: int, target: Target, relaxed: tuple[str, ...]
+) -> dict[str, str]:
+    headers = {
+        "x-guardrail-outcome": outcome.value,
+        "x-guardrail-attempts": str(attempts),
+        "x-guardrail-schema": target.ref,
+    }
+    if relaxed:
+        headers["x-guardrail-relaxed"] = ",".join(relaxed)
+    return headers
+
+
+def _error_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    keep = ("retry-after", "content-type", "x-ratelimit-")
+    return {k: v for k, v in headers.items() if k.lower().startswith(keep)}
+
+
+__all__ = ["Answer", "GuardrailError", "Pipeline", "Policy", "Target", "Usage", "feedback"]

@@ -1,0 +1,1 @@
+"""Upstream LLM endpoints: request translation per dialect, and the HTTP client."""
