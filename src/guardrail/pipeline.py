@@ -284,7 +284,7 @@ class Pipeline:
             attempts += 1
             if reply.status >= 400:
                 return Answer(reply.status, _error_headers(reply.headers), reply.content)
-            completion = _completion(reply.content, upstream)
+            completion = _completion(reply.content, upstream, forced=target.constraint is not None)
             usage.add(completion.get("usage"))
             last = self.judge(completion, target, policy)
             if last.conforms:
@@ -383,7 +383,7 @@ def _missing(message: str) -> Result:
     return Result(False, Outcome.FAILED, None, (Violation("", "content", message),), ())
 
 
-def _completion(content: bytes, upstream: Upstream) -> dict[str, Any]:
+def _completion(content: bytes, upstream: Upstream, *, forced: bool) -> dict[str, Any]:
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -393,7 +393,7 @@ def _completion(content: bytes, upstream: Upstream) -> dict[str, Any]:
     if "error" in data and "choices" not in data:
         raise UpstreamUnavailable(f"the upstream answered 200 with an error: {data['error']}")
     try:
-        return upstream.dialect.to_openai(data)
+        return upstream.dialect.to_openai(data, forced=forced)
     except (KeyError, TypeError, ValueError) as exc:
         raise UpstreamUnavailable(f"the upstream's answer has an unexpected shape: {exc}") from None
 

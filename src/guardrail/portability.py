@@ -56,6 +56,7 @@ LLAMACPP_IGNORED: Final = frozenset(
         "unevaluatedItems",
         "exclusiveMinimum",
         "exclusiveMaximum",
+        "oneOf",
     }
 )
 
