@@ -12,6 +12,7 @@ import uvicorn
 
 from guardrail.app import create_app
 from guardrail.config import Settings
+from guardrail.upstream.client import Transport
 
 
 def free_port() -> int:
@@ -21,12 +22,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[str]:
+def serve(settings: Settings, transport: Transport | None = None) -> Iterator[str]:
     """Serve ``settings`` on a free port; yields the base URL."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
+    app = create_app(settings, transport=transport)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
