@@ -203,7 +203,7 @@ class Pipeline:
         version = resolved.version
         config = await self.registry.config(version.name)
         schema = version.schema if isinstance(version.schema, dict) else {}
-        constraint = Constraint("schema", _safe_name(version.name), schema)
+        constraint = Constraint("schema", _safe_name(version.name), schema, version.fingerprint)
         return Target(version.ref, constraint, resolved.compiled, {}, config)
 
     def _inline(self, spec: dict[str, Any]) -> Target:
@@ -213,7 +213,8 @@ class Pipeline:
         name = name if isinstance(name, str) else "response"
         native = schema if isinstance(schema, dict) else {}
         ref = f"inline:{compiled.fingerprint[:16]}"
-        return Target(ref, Constraint("schema", _safe_name(name), native), compiled, {})
+        constraint = Constraint("schema", _safe_name(name), native, compiled.fingerprint)
+        return Target(ref, constraint, compiled, {})
 
     def _tools(self, tools: list[Any]) -> Target:
         checks: dict[str, CompiledSchema] = {}

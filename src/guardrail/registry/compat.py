@@ -504,18 +504,17 @@ def _any_of(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:
 
     if covered(old):
         return
-    branches = old.get("anyOf", old.get("oneOf"))
-    if not isinstance(branches, list):
+    keyword = "anyOf" if "anyOf" in old else "oneOf"
+    if not isinstance(old.get(keyword), list):
         yield _unproven(path, "every old instance matches a branch of the new anyOf")
         return
-    for i, was in enumerate(branches):
+    for i, was in enumerate(old[keyword]):
         if not covered(was):
             # Name the branch; its changes against the same position in the new anyOf may tell why.
-            yield _unproven(
-                (*path, "anyOf", i), "this branch's instances still match a branch of the new anyOf"
-            )
+            where = (*path, keyword, i)
+            yield _unproven(where, "this branch's instances still match a branch of the new anyOf")
             if i < len(new["anyOf"]):
-                yield from walk.reasons(was, new["anyOf"][i], (*path, "anyOf", i))
+                yield from walk.reasons(was, new["anyOf"][i], where)
 
 
 def _one_of(walk: _Walk, old: Obj, new: Obj, path: Path) -> Iterator[str]:

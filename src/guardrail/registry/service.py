@@ -78,6 +78,7 @@ class Registry:
         self.clock = clock
         self._versions: dict[tuple[str, int], Resolved] = {}
         self._latest: dict[str, tuple[float, Resolved]] = {}
+        self._configs: dict[str, tuple[float, SchemaConfig]] = {}
 
     async def register(self, name: str, schema: Any, description: str = "") -> Registration:
         """Add a version (or find the identical one). Raises InvalidSchema, SchemaTooLarge,
@@ -137,18 +138,27 @@ class Registry:
         if not deleted:
             raise SchemaNotFound(f"schema {name!r} is not registered")
         self._latest.pop(name, None)
+        self._configs.pop(name, None)
         for number in deleted:
             self._versions.pop((name, number), None)
         return deleted
 
     async def config(self, name: str) -> SchemaConfig:
-        return await self.store.get_config(check_name(name))
+        """The name's config, cached like latest versions (other instances' changes show up
+        within ``latest_ttl`` seconds)."""
+        cached = self._configs.get(name)
+        if cached is not None and self.clock() - cached[0] < self.latest_ttl:
+            return cached[1]
+        config = await self.store.get_config(check_name(name))
+        self._configs[name] = (self.clock(), config)
+        return config
 
     async def set_config(self, name: str, changes: dict[str, Any]) -> SchemaConfig:
         """Merge ``changes`` into the name's config (fields not given keep their value)."""
         current = await self.store.get_config(check_name(name))
         merged = SchemaConfig(**{**_fields(current), **changes})
         await self.store.put_config(name, merged)
+        self._configs[name] = (self.clock(), merged)
         return merged
 
     async def load_dir(self, folder: Path) -> list[str]:

@@ -73,16 +73,17 @@ class UpstreamClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.limits = limits or Limits()
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        # The transport alone, without httpx.Client's cookie, auth and redirect layers: an
+        # upstream call needs none of them and they cost more than the rest of the hop.
+        self._transport = transport or httpx.AsyncHTTPTransport(
             limits=httpx.Limits(
                 max_connections=self.limits.max_connections,
                 max_keepalive_connections=self.limits.max_keepalive,
                 keepalive_expiry=self.limits.keepalive_expiry,
-            ),
-            follow_redirects=False,
-            transport=transport,
+            )
         )
+        connect = min(timeout, 10.0)
+        self._timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -108,9 +109,15 @@ class UpstreamClient:
         self, method: str, path: str, headers: Mapping[str, str], content: bytes
     ) -> AsyncIterator[httpx.Response]:
         """An open upstream response; read its body with ``read_body``; closed on exit."""
-        request = self._http.build_request(method, self.url(path), headers=headers, content=content)
+        request = httpx.Request(
+            method,
+            self.url(path),
+            headers=headers,
+            content=content,
+            extensions={"timeout": self._timeouts},
+        )
         try:
-            response = await self._http.send(request, stream=True)
+            response = await self._transport.handle_async_request(request)
         except httpx.TimeoutException:
             raise UpstreamTimeout(
                 f"the upstream did not answer within {self.timeout:g} s"
@@ -123,7 +130,7 @@ class UpstreamClient:
             await response.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
 
 async def read_body(response: httpx.Response, timeout: float) -> AsyncIterator[bytes]:

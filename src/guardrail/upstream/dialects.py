@@ -32,6 +32,8 @@ class Constraint:
     kind: Literal["schema", "json_object"]
     name: str  # already sanitised by the caller to [A-Za-z0-9_-]{1,64}
     schema: JSON | None  # None for json_object
+    # The schema's fingerprint, when known: translations are then computed once and reused.
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +237,25 @@ _SYSTEM_ROLES: Final = frozenset({"system", "developer"})
 SchemaFields = Callable[[Constraint, JSON], tuple[JSON, set[str]]]
 
 
+MEMO_SIZE: Final = 1024
+
+
 def _chat_dialect(schema_fields: SchemaFields, json_object: JSON = _JSON_MODE) -> Translate:
+    # (fingerprint, name) -> the fields and relaxed keywords: schema rewrites run once per schema.
+    memo: dict[tuple[str, str], tuple[JSON, tuple[str, ...]]] = {}
+
+    def fields_for(constraint: Constraint, schema: JSON) -> tuple[JSON, tuple[str, ...]]:
+        key = (constraint.fingerprint, constraint.name)
+        hit = memo.get(key) if constraint.fingerprint else None
+        if hit is None:
+            fields, relaxed = schema_fields(constraint, schema)
+            hit = (fields, tuple(sorted(relaxed)))
+            if constraint.fingerprint:
+                if len(memo) >= MEMO_SIZE:
+                    memo.clear()
+                memo[key] = hit
+        return hit
+
     def translate(body: JSON, constraint: Constraint | None) -> Translation:
         if constraint is None:
             return Translation(dict(body), CHAT, ())
@@ -243,9 +263,9 @@ def _chat_dialect(schema_fields: SchemaFields, json_object: JSON = _JSON_MODE) -
         if constraint.kind == "json_object" or constraint.schema is None:
             out.update(json_object)
             return Translation(out, CHAT, ())
-        fields, relaxed = schema_fields(constraint, constraint.schema)
+        fields, relaxed = fields_for(constraint, constraint.schema)
         out.update(fields)
-        return Translation(out, CHAT, tuple(sorted(relaxed)))
+        return Translation(out, CHAT, relaxed)
 
     return translate
 

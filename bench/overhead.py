@@ -1,0 +1,155 @@
+"""What latency does guardrail add over calling the upstream directly?
+
+A fast local fake upstream returns a valid ~2 KB invoice. The same chat request goes to it
+directly and through guardrail (X-Guardrail-Schema: invoice, so the answer is fully checked), at
+concurrency 1 and 16, N requests each, measured side by side in one run. Targets at c=1: p50
+added <= 1 ms, p99 added <= 5 ms.
+
+    .venv/bin/python bench/overhead.py [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PAYLOAD = {
+    "model": "fake-model",
+    "messages": [{"role": "user", "content": "Extract the invoice from the attached text."}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def running(args: list[str], url: str, **kwargs: object) -> Iterator[None]:
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+    try:
+        wait_until_up(url, process)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def load(
+    url: str, headers: dict[str, str], requests: int, concurrency: int
+) -> tuple[list[float], float]:
+    """Per-request latencies (ms) and requests per second."""
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        for _ in range(min(200, requests)):  # warm up connections and caches
+            (await client.post(url, json=PAYLOAD, headers=headers)).raise_for_status()
+        remaining = requests
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                start = time.perf_counter()
+                response = await client.post(url, json=PAYLOAD, headers=headers)
+                latencies.append((time.perf_counter() - start) * 1000)
+                assert response.status_code == 200, response.text
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return latencies, requests / elapsed
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 10) - 1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+    upstream_port, guardrail_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    guardrail = f"http://127.0.0.1:{guardrail_port}"
+    workdir = Path(tempfile.mkdtemp())
+    shutil.copytree(ROOT / "schemas", workdir / "schemas")
+    env = {**os.environ, "GUARDRAIL_UPSTREAM": upstream, "GUARDRAIL_LOG_LEVEL": "warning"}
+    fake = [sys.executable, str(ROOT / "bench" / "fake_upstream.py"), str(upstream_port)]
+    serve = [sys.executable, "-m", "guardrail.cli", "serve", "--port", str(guardrail_port)]
+    print(
+        f"{time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]}; {args.requests} requests per row"
+    )
+    print(
+        "| concurrency | direct p50 / p99 ms | guardrail p50 / p99 ms | added p50 / p99 ms "
+        "| direct req/s | guardrail req/s | outcome |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    ok = True
+    with (
+        running(fake, upstream + "/models"),
+        running(serve, guardrail + "/healthz", cwd=workdir, env=env),
+    ):
+        check = httpx.post(
+            f"{guardrail}/v1/chat/completions",
+            json=PAYLOAD,
+            headers={"X-Guardrail-Schema": "invoice"},
+        )
+        outcome = check.headers["x-guardrail-outcome"]
+        for concurrency in (1, 16):
+            direct, direct_rps = asyncio.run(
+                load(f"{upstream}/chat/completions", {}, args.requests, concurrency)
+            )
+            via, via_rps = asyncio.run(
+                load(
+                    f"{guardrail}/v1/chat/completions",
+                    {"X-Guardrail-Schema": "invoice"},
+                    args.requests,
+                    concurrency,
+                )
+            )
+            added50 = pct(via, 50) - pct(direct, 50)
+            added99 = pct(via, 99) - pct(direct, 99)
+            if concurrency == 1:
+                ok = added50 <= 1.0 and added99 <= 5.0
+            print(
+                f"| {concurrency} | {pct(direct, 50):.2f} / {pct(direct, 99):.2f} "
+                f"| {pct(via, 50):.2f} / {pct(via, 99):.2f} | {added50:.2f} / {added99:.2f} "
+                f"| {direct_rps:.0f} | {via_rps:.0f} | {outcome} |"
+            )
+    print(f"target at c=1 (p50 added <= 1 ms, p99 added <= 5 ms): {'met' if ok else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
