@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -282,3 +284,36 @@ def test_no_upstream_configured_is_502(settings: Settings, tmp_path: Path) -> No
         response = chat(client)
     assert response.status_code == 502
     assert "GUARDRAIL_UPSTREAM" in response.json()["error"]["message"]
+
+
+def test_stalled_upstream_is_504_within_the_timeout(settings: Settings) -> None:
+    async def stall(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200, json=completion(PERSON_OK))
+
+    configured = settings.model_copy(
+        update={"upstream": "http://upstream.test/v1", "upstream_timeout": 0.3}
+    )
+    app = create_app(configured, transport=httpx.MockTransport(stall))
+    with TestClient(app, client=("127.0.0.1", 1)) as client:
+        started = time.monotonic()
+        response = chat(client)
+        elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert elapsed < 3
+
+
+def test_request_deadline_bounds_all_attempts(settings: Settings) -> None:
+    async def slow_wrong(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.2)
+        return httpx.Response(200, json=completion('{"name": "Ada"}'))
+
+    configured = settings.model_copy(
+        update={"upstream": "http://upstream.test/v1", "request_timeout": 0.5, "max_attempts": 10}
+    )
+    app = create_app(configured, transport=httpx.MockTransport(slow_wrong))
+    with TestClient(app, client=("127.0.0.1", 1)) as client:
+        response = chat(client)
+    assert response.status_code == 422
+    assert 2 <= response.json()["error"]["attempts"] < 10

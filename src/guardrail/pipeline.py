@@ -271,15 +271,16 @@ class Pipeline:
                 {**request, "messages": messages}, target.constraint
             )
             relaxed = translation.relaxed
+            limit = min(remaining, upstream.client.timeout)  # one call, and all of them together
             try:
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout(limit):
                     reply = await upstream.client.request(
                         "POST", translation.path, upstream_headers, orjson.dumps(translation.body)
                     )
             except TimeoutError:
                 if last is None:
                     raise UpstreamTimeout(
-                        f"no answer within the request deadline of {self.request_timeout:g} s"
+                        f"the upstream did not answer within {limit:g} s"
                     ) from None
                 break
             attempts += 1
