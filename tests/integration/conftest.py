@@ -36,7 +36,7 @@ def missing(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def llama_server() -> Iterator[str]:
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL (…/v1) of a llama-cpp-python server on a free loopback port."""
     model = smollm2_gguf()
     if model is None:
@@ -45,6 +45,7 @@ def llama_server() -> Iterator[str]:
         missing("llama-cpp-python is not installed")
     assert model is not None
     port = free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"  # a file: a pipe would fill and block
     process = subprocess.Popen(
         [
             sys.executable,
@@ -59,16 +60,15 @@ def llama_server() -> Iterator[str]:
             "--n_ctx",
             "2048",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     try:
         while True:
             if process.poll() is not None:
-                stderr = process.stderr.read().decode() if process.stderr else ""
-                pytest.fail(f"llama_cpp.server exited: {stderr[-2000:]}")
+                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{base}/models", timeout=2).status_code == 200:
                     break

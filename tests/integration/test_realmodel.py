@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import instructor
 import openai
 import pytest
@@ -42,6 +43,10 @@ def sdk(llama_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         max_attempts=4,
     )
     with serve(settings) as url:
+        registered = httpx.post(
+            f"{url}/guardrail/schemas/city/versions", json={"schema": City.model_json_schema()}
+        )
+        assert registered.status_code == 201
         yield openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=300)
 
 
@@ -97,8 +102,16 @@ def test_tools_with_tool_choice(sdk: openai.OpenAI) -> None:
     conforms(City, calls[0].function.arguments)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("mode", [instructor.Mode.JSON, instructor.Mode.TOOLS])
-def test_instructor(sdk: openai.OpenAI, mode: instructor.Mode) -> None:
+@pytest.mark.parametrize(
+    ("mode", "headers"),
+    [
+        # JSON mode asks only for "a JSON object" (its schema is prose in the prompt), so the
+        # service names the registered schema it wants enforced.
+        (instructor.Mode.JSON, {"X-Guardrail-Schema": "city"}),
+        (instructor.Mode.TOOLS, {}),
+    ],
+)
+def test_instructor(sdk: openai.OpenAI, mode: instructor.Mode, headers: dict[str, str]) -> None:
     client = instructor.from_openai(sdk, mode=mode)
     city = client.chat.completions.create(
         model="smollm2",
@@ -106,6 +119,7 @@ def test_instructor(sdk: openai.OpenAI, mode: instructor.Mode) -> None:
         messages=PROMPT,  # type: ignore[arg-type]
         max_tokens=200,
         max_retries=0,
+        extra_headers=headers,
     )
     assert city.name and city.population_millions >= 0
 
