@@ -14,7 +14,14 @@ from .errors import GuardrailError
 from .pipeline import Pipeline
 from .registry import Registry, Store, open_store
 from .routes.admin import AdminAPI
-from .routes.http import RequestIdMiddleware, guardrail_error, http_error, unexpected_error
+from .routes.http import (
+    ClientDisconnected,
+    RequestIdMiddleware,
+    client_disconnected,
+    guardrail_error,
+    http_error,
+    unexpected_error,
+)
 from .routes.ops import OpsAPI
 from .routes.proxy import ProxyAPI
 from .upstream.client import Transport
@@ -60,6 +67,7 @@ def create_app(
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={
             GuardrailError: guardrail_error,
+            ClientDisconnected: client_disconnected,
             HTTPException: http_error,
             Exception: unexpected_error,
         },

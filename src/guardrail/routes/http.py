@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
 import uuid
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import orjson
 from starlette.datastructures import Headers, MutableHeaders
@@ -18,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import GuardrailError, MalformedJSON, PayloadTooLarge
 
 log = logging.getLogger("guardrail.http")
+T = TypeVar("T")
 
 
 class ORJSONResponse(JSONResponse):
@@ -49,6 +52,36 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MalformedJSON(f"request body must be a JSON object, not {type(value).__name__}")
     return value
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready."""
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work`` (the request body already read), cancelling it as soon as the client
+    disconnects, so an abandoned request stops its upstream call at once."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done():
+            raise ClientDisconnected from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def client_disconnected(request: Request, exc: Exception) -> Response:
+    # Nobody reads this; 499 (nginx's "client closed request") keeps access logs honest.
+    return Response(status_code=499)
 
 
 def is_loopback(request: Request) -> bool:

@@ -17,6 +17,7 @@ from ..streaming import completion_events
 from ..upstream.client import end_to_end, read_body
 from ..upstream.routing import Router
 from .http import read_body as read_request_body
+from .http import unless_disconnected
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -41,7 +42,7 @@ class ProxyAPI:
         target = await self.pipeline.resolve(body, headers)
         if target is None:
             return await self.forward(request, raw, "/chat/completions", _model(body))
-        answer = await self.pipeline.complete(body, headers, target)
+        answer = await unless_disconnected(request, self.pipeline.complete(body, headers, target))
         if body.get("stream") is True and answer.completion is not None:
             options = body.get("stream_options")
             usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -74,8 +75,9 @@ class ProxyAPI:
         if request.url.query:
             path = f"{path}?{request.url.query}"
         stack = contextlib.AsyncExitStack()
-        response = await stack.enter_async_context(
-            upstream.client.stream(request.method, path, headers, raw)
+        response = await unless_disconnected(
+            request,
+            stack.enter_async_context(upstream.client.stream(request.method, path, headers, raw)),
         )
 
         async def relay_body() -> AsyncIterator[bytes]:
