@@ -25,12 +25,13 @@ array, so is any prose before the first ``{`` or ``[``. Text after the root valu
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, cast
 from urllib.parse import unquote
 
 import orjson
@@ -128,36 +129,21 @@ def _count(value: Any) -> int | None:
     return int(value)
 
 
-def _type_kinds(value: Any) -> frozenset[str] | None:
-    names = [value] if isinstance(value, str) else value
+def _type_names(schema: dict[str, Any]) -> list[str] | None:
+    names = schema.get("type")
+    names = [names] if isinstance(names, str) else names
     if not isinstance(names, list) or not all(n in _KIND_OF_TYPE_NAME for n in names):
         return None
-    return frozenset(_KIND_OF_TYPE_NAME[n] for n in names)
+    return names
 
 
-def _value_kinds(values: Any) -> frozenset[str] | None:
-    if not isinstance(values, list):
-        return None
+def _type_kinds(schema: dict[str, Any]) -> frozenset[str] | None:
+    names = _type_names(schema)
+    return None if names is None else frozenset(_KIND_OF_TYPE_NAME[n] for n in names)
+
+
+def _value_kinds(values: Iterable[Any]) -> frozenset[str]:
     return frozenset(_KIND_OF_VALUE.get(type(v), "object") for v in values)
-
-
-# Keyword -> the kinds of values it admits (None: not understood, no check).
-_ADMITTED_KINDS: Final[dict[str, Callable[[Any], frozenset[str] | None]]] = {
-    "type": _type_kinds,
-    "enum": _value_kinds,
-    "const": lambda value: _value_kinds([value]),
-}
-
-
-def _reject_text(keyword: str, kind: str, value: Any) -> str:
-    article = _ARTICLE[kind]
-    if keyword == "type":
-        names = [value] if isinstance(value, str) else value
-        return f"{article} is not of type " + " or ".join(f'"{n}"' for n in names)
-    return {
-        "enum": f"{article} is not one of the values of enum",
-        "const": f"{article} is not the const value",
-    }[keyword]
 
 
 def _enumerated(schema: dict[str, Any]) -> Iterable[tuple[str, list[Any]]]:
@@ -169,6 +155,41 @@ def _enumerated(schema: dict[str, Any]) -> Iterable[tuple[str, list[Any]]]:
         yield "const", [schema["const"]]
 
 
+def _admitted_kinds(schema: dict[str, Any]) -> Iterable[tuple[str, frozenset[str]]]:
+    """(keyword, the kinds of values it admits) for the keywords that limit kinds."""
+    kinds = _type_kinds(schema)
+    if kinds is not None:
+        yield "type", kinds
+    for keyword, values in _enumerated(schema):
+        yield keyword, _value_kinds(values)
+
+
+def _reject_text(keyword: str, kind: str, schema: dict[str, Any]) -> str:
+    article = _ARTICLE[kind]
+    if keyword == "type":
+        names = " or ".join(f'"{n}"' for n in _type_names(schema) or ())
+        return f"{article} is not of type {names}"
+    return f"{article} is not one of the values of {keyword}"
+
+
+def _rejects(schemas: list[dict[str, Any]], false: bool) -> dict[str, tuple[str, str]]:
+    """Kind -> (keyword, message) for the kinds of values refused at their first character."""
+    if false:
+        return {k: ("false", f"False schema does not allow {_ARTICLE[k]}") for k in _KINDS}
+    rejects: dict[str, tuple[str, str]] = {}
+    for schema in schemas:
+        for keyword, kinds in _admitted_kinds(schema):
+            for kind in _KINDS:
+                if kind not in kinds and kind not in rejects:
+                    rejects[kind] = (keyword, _reject_text(keyword, kind, schema))
+    return rejects
+
+
+def _integer_only(schema: dict[str, Any]) -> bool:
+    names = _type_names(schema)
+    return names is not None and "integer" in names and "number" not in names
+
+
 def _scalar_keys(value: Any) -> tuple[tuple[str, Any], tuple[str, Any]]:
     """(exact, as-float) identities of a scalar under JSON equality (1 == 1.0, True != 1)."""
     if isinstance(value, bool) or value is None:
@@ -177,6 +198,53 @@ def _scalar_keys(value: Any) -> tuple[tuple[str, Any], tuple[str, Any]]:
         return ("number", value), ("number", float(value))
     except OverflowError:
         return ("number", value), ("number", value)
+
+
+def _scalars(schemas: list[dict[str, Any]]) -> tuple[tuple[str, frozenset[Any]], ...]:
+    """(keyword, identities of the scalars it allows) for each enum and const."""
+    return tuple(
+        (keyword, frozenset(k for v in values if _is_scalar(v) for k in _scalar_keys(v)))
+        for schema in schemas
+        for keyword, values in _enumerated(schema)
+    )
+
+
+def _bounds(schemas: list[dict[str, Any]]) -> tuple[tuple[str, Any, Callable[..., bool]], ...]:
+    return tuple(
+        (keyword, schema[keyword], beyond)
+        for schema in schemas
+        for keyword, beyond in _BEYOND.items()
+        if _number(schema.get(keyword))
+    )
+
+
+def _least(schemas: list[dict[str, Any]], keyword: str) -> int | None:
+    return min(
+        (n for s in schemas if (n := _count(s.get(keyword))) is not None),
+        default=None,
+    )
+
+
+def _string_choices(
+    schemas: list[dict[str, Any]], keyword: str | None = None
+) -> tuple[_Choices, ...]:
+    """The strings each enum and const allows (named ``keyword`` when given)."""
+    return tuple(
+        _Choices.of(keyword or name, (v for v in values if isinstance(v, str)))
+        for schema in schemas
+        for name, values in _enumerated(schema)
+        if any(isinstance(v, str) for v in values)
+    )
+
+
+def _closed_names(schemas: list[dict[str, Any]]) -> tuple[_Choices, ...]:
+    """The names ``additionalProperties: false`` allows, where no pattern widens them."""
+    return tuple(
+        _Choices.of("additionalProperties", props if isinstance(props, dict) else ())
+        for schema in schemas
+        if schema.get("additionalProperties") is False and not schema.get("patternProperties")
+        for props in [schema.get("properties")]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,70 +328,38 @@ class _View:
         self._items: dict[int, _View] = {}
         self.parts = tuple(p for p in parts if isinstance(p[0], dict))
         schemas = [s for s, _ in self.parts]
-        self.rejects: dict[str, tuple[str, str]] = {}
-        if any(s is False for s, _ in parts):
-            self.rejects = {k: ("false", f"False schema does not allow {_ARTICLE[k]}") for k in _KINDS}
-        for schema in schemas:
-            for keyword, admitted in _ADMITTED_KINDS.items():
-                kinds = admitted(schema[keyword]) if keyword in schema else None
-                for kind in () if kinds is None else _KINDS:
-                    if kind not in kinds:
-                        text = _reject_text(keyword, kind, schema[keyword])
-                        self.rejects.setdefault(kind, (keyword, text))
-        self.integer = any(
-            (kinds := _type_kinds(s.get("type"))) is not None
-            and "number" in kinds
-            and "number" not in (s["type"] if isinstance(s["type"], list) else [s["type"]])
-            for s in schemas
-        )
-        self.bounds = tuple(
-            (keyword, s[keyword], _BEYOND[keyword])
-            for s in schemas
-            for keyword in _BEYOND
-            if _number(s.get(keyword))
-        )
-        self.scalars = tuple(
-            (keyword, frozenset(k for v in values if _is_scalar(v) for k in _scalar_keys(v)))
-            for s in schemas
-            for keyword, values in _enumerated(s)
-        )
+        self.rejects = _rejects(schemas, any(s is False for s, _ in parts))
+        self.integer = any(map(_integer_only, schemas))
+        self.bounds = _bounds(schemas)
+        self.scalars = _scalars(schemas)
         self.numeric = self.integer or bool(self.bounds) or bool(self.scalars)
-        self.max_items = _least(_count(s.get("maxItems")) for s in schemas)
-        self.max_properties = _least(_count(s.get("maxProperties")) for s in schemas)
-        lengths = [n for s in schemas if (n := _count(s.get("maxLength"))) is not None]
-        choices = tuple(
-            _Choices.of(keyword, (v for v in values if isinstance(v, str)))
-            for s in schemas
-            for keyword, values in _enumerated(s)
-            if any(isinstance(v, str) for v in values)
-        )
+        self.max_items = _least(schemas, "maxItems")
+        self.max_properties = _least(schemas, "maxProperties")
+        length, choices = _least(schemas, "maxLength"), _string_choices(schemas)
         self.strings: _StringRules | None = None
-        if lengths or choices:
-            self.strings = _StringRules(min(lengths, default=-1), "maxLength", choices)
+        if length is not None or choices:
+            self.strings = _StringRules(-1 if length is None else length, "maxLength", choices)
         self.keys, self.key_refusal = self._key_rules(schemas)
-        self._prefix_len = max((len(_split_items(s, compiler.dialect)[0]) for s in schemas), default=0)
+        self._prefix_len = max(
+            (len(_split_items(s, compiler.dialect)[0]) for s in schemas), default=0
+        )
 
     def _key_rules(
         self, schemas: list[dict[str, Any]]
     ) -> tuple[_StringRules | None, tuple[str, str] | None]:
-        closed = tuple(
-            _Choices.of("additionalProperties", props if isinstance(props, dict) else ())
-            for s in schemas
-            if s.get("additionalProperties") is False
-            and not s.get("patternProperties")
-            for props in [s.get("properties")]
+        """Rules for this object's property names: closed names and ``propertyNames``."""
+        names = self._compiler.view(
+            (s["propertyNames"], resource) for s, resource in self.parts if "propertyNames" in s
         )
-        names = self._compiler.view([(s["propertyNames"], r) for s, r in self.parts if "propertyNames" in s])
         refusal = None
         if "string" in names.rejects:
             refusal = ("propertyNames", names.rejects["string"][1])
-        length, named = -1, ()
-        if names.strings is not None:
-            length = names.strings.max_length
-            named = tuple(_Choices("propertyNames", *c[1:]) for c in _fields(names.strings.choices))
-        if not closed and not named and length < 0:
+        name_schemas = [s for s, _ in names.parts]
+        length = _least(name_schemas, "maxLength")
+        choices = _closed_names(schemas) + _string_choices(name_schemas, "propertyNames")
+        if length is None and not choices:
             return None, refusal
-        return _StringRules(length, "propertyNames", closed + named), refusal
+        return _StringRules(-1 if length is None else length, "propertyNames", choices), refusal
 
     def child(self, key: str) -> _View | None:
         """The view of property ``key``; None when ``additionalProperties: false`` forbids it."""
@@ -370,17 +406,8 @@ class _View:
         return hit
 
 
-def _fields(choices: tuple[_Choices, ...]) -> Iterable[tuple[Any, ...]]:
-    for c in choices:
-        yield (c.keyword, c.names, c.members, c.longest)
-
-
 def _is_scalar(value: Any) -> bool:
     return not isinstance(value, str | list | dict)
-
-
-def _least(values: Iterable[int | None]) -> int | None:
-    return min((v for v in values if v is not None), default=None)
 
 
 def _split_items(schema: dict[str, Any], dialect: _Dialect) -> tuple[list[Any], Any]:
@@ -475,14 +502,12 @@ class _Compiler:
         if compiled is _MISSING:
             compiled = None
             if not _UNSAFE_PATTERN.search(pattern):
-                try:
+                with contextlib.suppress(re.error):
                     compiled = re.compile(pattern)
-                except re.error:
-                    pass
             self._patterns[pattern] = compiled
-        if compiled is None or not _SAFE_KEY.fullmatch(key):
+        if not isinstance(compiled, re.Pattern) or not _SAFE_KEY.fullmatch(key):
             return None
-        return compiled.search(key) is not None  # type: ignore[union-attr]
+        return compiled.search(key) is not None
 
 
 _EMPTY_COMPILER: Final = _Compiler(True, _DIALECTS["https://json-schema.org/draft/2020-12/schema"])
@@ -508,16 +533,20 @@ def _root_view(compiled: CompiledSchema) -> _View:
 # The parser
 # --------------------------------------------------------------------------------------------
 
-_WS: Final = re.compile(r"[ \t\n\r]*").match
+# Matchers of patterns that match every string (a possibly empty run): their match is never None.
+_Run = Callable[[str, int], "re.Match[str]"]
+_WS: Final = cast(_Run, re.compile(r"[ \t\n\r]*").match)
 _WS_CHARS: Final = " \t\n\r"
 _OPENER: Final = re.compile(r"[{\[]").search
-_PLAIN: Final = re.compile(r'[^"\\\x00-\x1f]*').match  # a run of string chars needing no care
+_PLAIN: Final = cast(_Run, re.compile(r'[^"\\\x00-\x1f]*').match)  # string chars needing no care
 _ESCAPE: Final = re.compile(r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})').match
-_ESCAPE_START: Final = re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?").match  # a proper prefix of one
+# At a backslash: the longest proper prefix of an escape there.
+_ESCAPE_START: Final = cast(_Run, re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?").match)
 _HIGH_SURROGATE_END: Final = re.compile(r"(\\+)u[dD][89abAB][0-9a-fA-F]{2}\Z").search
 _NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?").match
 _NUMBER_CHARS: Final = frozenset("0123456789+-.eE")
-_TAG: Final = re.compile(r"[A-Za-z][\w+.-]*").match  # a code fence's info string
+_TAG: Final = cast(_Run, re.compile(r"[\w+.-]*", re.ASCII).match)  # a fence's info string
+_LETTERS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LOW_SURROGATE: Final = frozenset("cdefCDEF")
 
 
@@ -598,3 +627,603 @@ class _Frame:
         self.key = ""
         self.child: _View = view
         self.seen: set[str] | None = set() if view.max_properties is not None else None
+
+
+class IncrementalChecker:
+    """Checks one streamed answer against ``schema``: ``feed`` each piece, then ``finish``.
+
+    Both return the first definite violation, or None; once one is found every later call returns
+    it again. Not thread-safe: one checker per stream.
+    """
+
+    __slots__ = (
+        "_compiled",
+        "_escape",
+        "_fenced",
+        "_finished",
+        "_handlers",
+        "_is_key",
+        "_length",
+        "_next",
+        "_number_state",
+        "_offset",
+        "_openers",
+        "_raw",
+        "_result",
+        "_root_end",
+        "_root_start",
+        "_rules",
+        "_stack",
+        "_state",
+        "_tagged",
+        "_text",
+        "_text_base",
+        "_ticks",
+        "_token",
+        "_value",
+        "_word",
+        "_word_at",
+    )
+
+    def __init__(self, schema: Schema) -> None:
+        self._compiled = compile_schema(schema)
+        root = _root_view(self._compiled)
+        self._next = root  # the view of the value due next
+        self._value = root  # the view of the scalar being read
+        self._stack: list[_Frame] = []
+        wants = {"object", "array"}.difference(root.rejects)
+        self._state = PROSE if wants and len(root.rejects) >= 4 else LEAD
+        self._offset = 0  # characters fed before the current piece
+        self._text: list[str] = []  # the pieces fed since the root value started
+        self._text_base = 0  # the offset of self._text[0]
+        self._root_start = self._root_end = -1
+        self._result: Violation | None = None
+        self._finished = False
+        self._fenced = self._tagged = False
+        self._ticks = 0
+        # the string being read
+        self._rules: _StringRules | None = None
+        self._length = 0
+        self._raw: list[str] | None = None
+        self._escape = ""  # an escape cut by the end of a piece
+        self._is_key = False
+        # the number or literal being read
+        self._token: list[str] = []
+        self._number_state = 0
+        self._word: tuple[str, bool | None] = ("", None)
+        self._word_at = 0
+        self._handlers: tuple[Callable[[str, int], int], ...] = (
+            self._prose,
+            self._lead,
+            self._fence_ticks,
+            self._fence_tag,
+            self._value_start,
+            self._first_item,
+            self._first_key,
+            self._key,
+            self._colon,
+            self._after,
+            self._string,
+            self._number,
+            self._literal,
+            self._done,
+        )
+        self._openers: dict[str, Callable[[str, int, _View], int]] = {
+            "object": self._open_object,
+            "array": self._open_array,
+            "string": self._open_string,
+            "number": self._open_number,
+            "boolean": self._open_literal,
+            "null": self._open_literal,
+        }
+
+    # -- public -------------------------------------------------------------------------------
+
+    def feed(self, text: str) -> Violation | None:
+        """Read the next piece of the answer; the first definite violation so far, or None."""
+        if self._result is not None or self._finished:
+            return self._result
+        if self._state == DONE:
+            self._offset += len(text)
+            return None
+        if self._root_start >= 0:
+            self._text.append(text)
+        handlers = self._handlers
+        i, n = 0, len(text)
+        try:
+            while i < n:
+                i = handlers[self._state](text, i)
+        except _Stop as stop:
+            self._result = stop.violation
+        self._offset += n
+        return self._result
+
+    def finish(self) -> Violation | None:
+        """The answer is complete: validate it in full; its first violation, or None."""
+        if self._finished or self._result is not None:
+            self._finished = True
+            return self._result
+        self._finished = True
+        try:
+            number_ends = self._state == NUMBER and self._number_state in _NUMBER_ENDS
+            if number_ends and not self._stack:
+                self._number_done("".join(self._token), self._offset)
+            self._result = self._validate() if self._state == DONE else self._incomplete()
+        except _Stop as stop:
+            self._result = stop.violation
+        return self._result
+
+    # -- verdicts -----------------------------------------------------------------------------
+
+    def _validate(self) -> Violation | None:
+        text = "".join(self._text)[
+            self._root_start - self._text_base : self._root_end - self._text_base
+        ]
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            return Violation("", "json", f"the answer is not JSON: {exc}")
+        if self._compiled.is_valid(value):
+            return None
+        errors = self._compiled.errors(value)
+        return errors[0] if errors else Violation("", "schema", "the answer fails its schema")
+
+    def _incomplete(self) -> Violation:
+        if self._root_start < 0:
+            return Violation("", "json", "the answer ended before any JSON value")
+        return Violation(
+            "",
+            "json",
+            f"the answer ended early: its JSON is incomplete after {self._offset} "
+            f"characters (at {self._path(len(self._stack)) or 'the root'})",
+        )
+
+    def _path(self, depth: int) -> str:
+        return json_pointer(f.key if f.is_object else f.index for f in self._stack[:depth])
+
+    def _fail(self, depth: int, keyword: str, message: str) -> NoReturn:
+        raise _Stop(Violation(self._path(depth), keyword, message))
+
+    def _syntax(self, text: str, at: int, expected: str) -> NoReturn:
+        raise _Stop(
+            Violation(
+                "",
+                "json",
+                f"invalid JSON at character {self._offset + at}: expected {expected}, "
+                f"found {text[at]!r}",
+            )
+        )
+
+    # -- before the root value ----------------------------------------------------------------
+
+    def _prose(self, text: str, i: int) -> int:
+        found = _OPENER(text, i)
+        if found is None:
+            return len(text)
+        self._state = VALUE
+        return found.start()
+
+    def _lead(self, text: str, i: int) -> int:
+        i = _WS(text, i).end()
+        if i < len(text):
+            if text[i] == "`" and not self._fenced:
+                self._fenced = True
+                self._state = TICKS
+            else:
+                self._state = VALUE
+        return i
+
+    def _fence_ticks(self, text: str, i: int) -> int:
+        while i < len(text) and self._ticks < 3:
+            if text[i] != "`":
+                self._syntax(text, i, "a ``` fence or a JSON value")
+            self._ticks += 1
+            i += 1
+        if self._ticks == 3:
+            self._state = TAG
+        return i
+
+    def _fence_tag(self, text: str, i: int) -> int:
+        if not self._tagged:
+            if text[i] not in _LETTERS:  # no info string: the value (or whitespace) follows
+                self._state = LEAD
+                return i
+            self._tagged = True
+        end = _TAG(text, i).end()
+        if end < len(text):
+            self._state = LEAD
+        return end
+
+    # -- values -------------------------------------------------------------------------------
+
+    def _value_start(self, text: str, i: int) -> int:
+        c = text[i]
+        if c in _WS_CHARS:
+            i = _WS(text, i).end()
+            if i == len(text):
+                return i
+            c = text[i]
+        kind = _VALUE_START.get(c)
+        if kind is None:
+            self._syntax(text, i, "a value")
+        view = self._next
+        if not self._stack:
+            self._root_start = self._offset + i
+            self._text_base = self._offset
+            self._text = [text]
+        refused = view.rejects.get(kind)
+        if refused is not None:
+            self._fail(len(self._stack), *refused)
+        return self._openers[kind](text, i, view)
+
+    def _end_value(self, end: int) -> None:
+        """A value ended just before offset ``end`` (of the whole answer)."""
+        if self._stack:
+            self._state = AFTER
+        else:
+            self._state = DONE
+            self._root_end = end
+
+    def _open_object(self, text: str, i: int, view: _View) -> int:
+        self._stack.append(_Frame(view, True))
+        self._state = FIRST_KEY
+        return i + 1
+
+    def _open_array(self, text: str, i: int, view: _View) -> int:
+        self._stack.append(_Frame(view, False))
+        self._state = FIRST_ITEM
+        return i + 1
+
+    def _close(self, i: int) -> int:
+        self._stack.pop()
+        self._end_value(self._offset + i + 1)
+        return i + 1
+
+    def _first_item(self, text: str, i: int) -> int:
+        i = _WS(text, i).end()
+        if i == len(text):
+            return i
+        c, frame = text[i], self._stack[-1]
+        if c == "]":
+            return self._close(i)
+        if c in _VALUE_START and frame.view.max_items == 0:
+            self._fail(len(self._stack) - 1, "maxItems", "the array has more than 0 items")
+        self._next = frame.view.item(0)
+        self._state = VALUE
+        return i
+
+    def _after(self, text: str, i: int) -> int:
+        c = text[i]
+        if c in _WS_CHARS:
+            i = _WS(text, i).end()
+            if i == len(text):
+                return i
+            c = text[i]
+        frame = self._stack[-1]
+        if c == ",":
+            if frame.is_object:
+                self._state = KEY
+                return i + 1
+            frame.index += 1
+            limit = frame.view.max_items
+            if limit is not None and frame.index >= limit:
+                self._fail(
+                    len(self._stack) - 1, "maxItems", f"the array has more than {limit} items"
+                )
+            self._next = frame.view.item(frame.index)
+            self._state = VALUE
+            return i + 1
+        if c == ("}" if frame.is_object else "]"):
+            return self._close(i)
+        self._syntax(text, i, "',' or '}'" if frame.is_object else "',' or ']'")
+
+    # -- objects ------------------------------------------------------------------------------
+
+    def _first_key(self, text: str, i: int) -> int:
+        i = _WS(text, i).end()
+        if i == len(text):
+            return i
+        if text[i] == "}":
+            return self._close(i)
+        if text[i] == '"':
+            return self._open_key(i)
+        self._syntax(text, i, "a property name or '}'")
+
+    def _key(self, text: str, i: int) -> int:
+        i = _WS(text, i).end()
+        if i == len(text):
+            return i
+        if text[i] == '"':
+            return self._open_key(i)
+        self._syntax(text, i, "a property name in double quotes")
+
+    def _open_key(self, i: int) -> int:
+        view = self._stack[-1].view
+        if view.key_refusal is not None:
+            self._fail(len(self._stack) - 1, *view.key_refusal)
+        self._begin_string(view.keys, True)
+        return i + 1
+
+    def _key_done(self, key: str) -> None:
+        frame = self._stack[-1]
+        depth = len(self._stack) - 1
+        rules = self._rules
+        for choice in rules.choices if rules is not None else ():
+            if key not in choice.members:
+                self._fail(depth, choice.keyword, _unexpected_key(choice, key))
+        seen, limit = frame.seen, frame.view.max_properties
+        if seen is not None and limit is not None and key not in seen:
+            seen.add(key)
+            if len(seen) > limit:
+                self._fail(depth, "maxProperties", f"the object has more than {limit} properties")
+        child = frame.view.child(key)
+        if child is None:
+            self._fail(
+                depth,
+                "additionalProperties",
+                f"Additional properties are not allowed ({key!r} was unexpected)",
+            )
+        frame.key = key
+        frame.child = child
+
+    def _colon(self, text: str, i: int) -> int:
+        i = _WS(text, i).end()
+        if i == len(text):
+            return i
+        if text[i] != ":":
+            self._syntax(text, i, "':'")
+        self._next = self._stack[-1].child
+        self._state = VALUE
+        return i + 1
+
+    # -- strings ------------------------------------------------------------------------------
+
+    def _open_string(self, text: str, i: int, view: _View) -> int:
+        self._begin_string(view.strings, False)
+        return i + 1
+
+    def _begin_string(self, rules: _StringRules | None, is_key: bool) -> None:
+        self._rules = rules
+        self._is_key = is_key
+        self._length = 0
+        self._raw = [] if is_key or (rules is not None and rules.choices) else None
+        self._state = STRING
+
+    def _string(self, text: str, i: int) -> int:
+        if self._escape:
+            i = self._resume_escape(text, i)
+            if self._escape:
+                return i
+        rules, raw, n = self._rules, self._raw, len(text)
+        limit = -1 if rules is None else rules.max_length
+        while True:
+            end = _PLAIN(text, i).end()
+            if end > i:
+                if raw is not None:
+                    raw.append(text[i:end])
+                if limit >= 0:
+                    self._length += end - i
+                    if self._length > limit:
+                        self._too_long()
+            if end == n:
+                break
+            c = text[end]
+            if c == '"':
+                return self._end_string(end + 1)
+            if c != "\\":
+                self._syntax(text, end, "an escape sequence instead of a control character")
+            i = self._escape_at(text, end)
+            if self._escape:
+                break
+        if rules is not None and rules.choices:
+            self._check_prefix(rules)
+        return n
+
+    def _escape_at(self, text: str, at: int) -> int:
+        found = _ESCAPE(text, at)
+        if found is not None:
+            self._escaped(found.group())
+            return found.end()
+        end = _ESCAPE_START(text, at).end()
+        if end < len(text):
+            self._syntax(text, end, "a valid escape sequence")
+        self._escape = text[at:]
+        return end
+
+    def _resume_escape(self, text: str, i: int) -> int:
+        pending = self._escape
+        joined = pending + text[i : i + 6]
+        found = _ESCAPE(joined, 0)
+        if found is not None:
+            self._escape = ""
+            self._escaped(found.group())
+            return i + found.end() - len(pending)
+        end = _ESCAPE_START(joined, 0).end()
+        if end < len(joined):
+            self._syntax(text, i + end - len(pending), "a valid escape sequence")
+        self._escape = joined  # still unfinished: the piece was too short
+        return len(text)
+
+    def _escaped(self, escape: str) -> None:
+        if self._raw is not None:
+            self._raw.append(escape)
+        rules = self._rules
+        if rules is not None and rules.max_length >= 0:
+            # A low surrogate escape completes a pair: the pair is one character.
+            if not (escape[1] == "u" and escape[2] in "dD" and escape[3] in _LOW_SURROGATE):
+                self._length += 1
+            if self._length > rules.max_length:
+                self._too_long()
+
+    def _string_depth(self) -> int:
+        return len(self._stack) - 1 if self._is_key else len(self._stack)
+
+    def _too_long(self) -> NoReturn:
+        rules = self._rules
+        assert rules is not None
+        self._fail(
+            self._string_depth(),
+            rules.length_keyword,
+            f"the string is longer than {rules.max_length} characters",
+        )
+
+    def _decode(self, raw: str) -> str:
+        if "\\" not in raw:
+            return raw
+        try:
+            decoded: str = orjson.loads('"' + raw + '"')
+        except orjson.JSONDecodeError as exc:
+            self._fail(len(self._stack), "json", f"the answer is not JSON: {exc}")
+        return decoded
+
+    def _check_prefix(self, rules: _StringRules) -> None:
+        """Fail when the string read so far can't begin any of the choices left to it."""
+        assert self._raw is not None
+        raw = "".join(self._raw)
+        self._raw[:] = [raw]
+        cut = _HIGH_SURROGATE_END(raw)
+        if cut is not None and len(cut.group(1)) % 2:
+            raw = raw[:-6]  # its low surrogate may follow
+        decoded: str | None = None
+        for choice in rules.choices:
+            # Over 12 raw characters per decoded one are impossible (a pair of \u escapes).
+            if len(raw) <= 12 * (choice.longest + 1):
+                if decoded is None:
+                    decoded = self._decode(raw)
+                if choice.admits_prefix(decoded):
+                    continue
+            self._fail(
+                self._string_depth(),
+                choice.keyword,
+                f"a string starting {_clip(decoded or raw)!r} is not one of {choice.describe()}",
+            )
+
+    def _end_string(self, end: int) -> int:
+        raw = self._raw
+        if raw is None:
+            self._end_value(self._offset + end)
+            return end
+        text = self._decode("".join(raw))
+        if self._is_key:
+            self._key_done(text)
+            self._state = COLON
+            return end
+        for choice in self._rules.choices if self._rules is not None else ():
+            if text not in choice.members:
+                self._fail(
+                    len(self._stack),
+                    choice.keyword,
+                    f"{_clip(text)!r} is not one of {choice.describe()}",
+                )
+        self._end_value(self._offset + end)
+        return end
+
+    # -- numbers and literals -----------------------------------------------------------------
+
+    def _open_number(self, text: str, i: int, view: _View) -> int:
+        self._value = view
+        found = _NUMBER(text, i)
+        if found is not None:
+            end = found.end()
+            if end < len(text) and text[end] not in _NUMBER_CHARS:
+                self._number_done(text[i:end], self._offset + end)
+                return end
+        self._token = []
+        self._number_state = 0
+        self._state = NUMBER
+        return i
+
+    def _number(self, text: str, i: int) -> int:
+        state, steps, n, j = self._number_state, _NUMBER_STEPS, len(text), i
+        while j < n:
+            moved = steps.get((state, text[j]))
+            if moved is None:
+                break
+            state = moved
+            j += 1
+        self._token.append(text[i:j])
+        if j == n:
+            self._number_state = state
+            return n
+        if state not in _NUMBER_ENDS:
+            self._syntax(text, j, "a digit")
+        self._number_done("".join(self._token), self._offset + j)
+        return j
+
+    def _number_done(self, token: str, end: int) -> None:
+        view = self._value
+        if view.numeric or len(token) > 300 or "e" in token or "E" in token:
+            try:
+                value = orjson.loads(token)
+            except orjson.JSONDecodeError as exc:
+                self._fail(len(self._stack), "json", f"the number {_clip(token)} is {exc}")
+            if view.numeric:
+                self._check_number(view, value)
+        self._end_value(end)
+
+    def _check_number(self, view: _View, value: int | float) -> None:
+        depth = len(self._stack)
+        if view.integer and isinstance(value, float) and not value.is_integer():
+            self._fail(depth, "type", f'{value} is not of type "integer"')
+        for keyword, limit, beyond in view.bounds:
+            if beyond(value, limit) and _beyond_as_floats(beyond, value, limit):
+                self._fail(depth, keyword, f"{value} is {_BOUND_TEXT[keyword]} {limit}")
+        self._check_scalar(view, value)
+
+    def _check_scalar(self, view: _View, value: Any) -> None:
+        exact, approx = _scalar_keys(value)
+        for keyword, allowed in view.scalars:
+            if exact not in allowed and approx not in allowed:
+                text = orjson.dumps(value).decode()
+                self._fail(len(self._stack), keyword, f"{text} is not one of the {keyword} values")
+
+    def _open_literal(self, text: str, i: int, view: _View) -> int:
+        self._value = view
+        self._word = _LITERALS[text[i]]
+        word = self._word[0]
+        if text.startswith(word, i):
+            self._literal_done(self._offset + i + len(word))
+            return i + len(word)
+        self._word_at = 0
+        self._state = LITERAL
+        return i
+
+    def _literal(self, text: str, i: int) -> int:
+        word, at, n = self._word[0], self._word_at, len(text)
+        while at < len(word):
+            if i == n:
+                self._word_at = at
+                return n
+            if text[i] != word[at]:
+                self._syntax(text, i, repr(word[at]) + f" (of {word})")
+            at += 1
+            i += 1
+        self._literal_done(self._offset + i)
+        return i
+
+    def _literal_done(self, end: int) -> None:
+        view = self._value
+        if view.scalars:
+            self._check_scalar(view, self._word[1])
+        self._end_value(end)
+
+    def _done(self, text: str, i: int) -> int:
+        return len(text)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _unexpected_key(choice: _Choices, key: str) -> str:
+    if choice.keyword == "additionalProperties":
+        return f"Additional properties are not allowed ({_clip(key)!r} was unexpected)"
+    return f"the property name {_clip(key)!r} is not one of {choice.describe()}"
+
+
+def _beyond_as_floats(beyond: Callable[[Any, Any], bool], value: Any, limit: Any) -> bool:
+    """The same verdict in double precision (so no validator's rounding can disagree)."""
+    try:
+        return beyond(float(value), float(limit))
+    except OverflowError:
+        return False
