@@ -120,3 +120,26 @@ class SlowUpstream:
         await reader.read()  # returns at EOF: when guardrail closes the connection
         self.closed_at.append(time.monotonic())
         writer.close()
+
+
+def sse(completion_body: dict[str, Any], *, pieces: int = 4, done: bool = True) -> httpx.Response:
+    """A completion as an upstream streams it: content split into chunks, usage last, [DONE]."""
+    content = completion_body["choices"][0]["message"]["content"] or ""
+    step = max(1, len(content) // pieces)
+    head = {
+        "id": completion_body["id"],
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": completion_body["model"],
+    }
+    events = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}]
+    events += [
+        {**head, "choices": [{"index": 0, "delta": {"content": content[i : i + step]}}]}
+        for i in range(0, len(content), step)
+    ]
+    events.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    events.append({**head, "choices": [], "usage": completion_body["usage"]})
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    if done:
+        body += b"data: [DONE]\n\n"
+    return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})

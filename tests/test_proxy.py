@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from guardrail.app import create_app
 from guardrail.config import Settings
 
-from .fakes import FakeUpstream, completion
+from .fakes import FakeUpstream, completion, sse
 
 PERSON_OK = '{"name": "Ada", "age": 36}'
 Proxy = Callable[..., tuple[TestClient, FakeUpstream]]
@@ -317,3 +317,39 @@ def test_request_deadline_bounds_all_attempts(settings: Settings) -> None:
         response = chat(client)
     assert response.status_code == 422
     assert 2 <= response.json()["error"]["attempts"] < 10
+
+
+def test_buffer_mode_never_sends_a_retracted_answer(proxy: Proxy) -> None:
+    """An upstream that streams an invalid answer, then a valid one: the client sees the valid
+    one only, the outcome is reasked and usage sums both attempts."""
+    client, _ = proxy(sse(completion('{"name": "Ada", "age": -1}')), sse(completion(PERSON_OK)))
+    response = chat(client, stream=True, stream_options={"include_usage": True})
+    assert response.headers["x-guardrail-outcome"] == "reasked"
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events[:-1]]
+    content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert content == PERSON_OK
+    assert "-1" not in response.text
+    assert chunks[-1]["usage"]["total_tokens"] == 30
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        httpx.Response(
+            200, content=b"data: {broken\n\n", headers={"content-type": "text/event-stream"}
+        ),
+        sse(completion(PERSON_OK), done=False),
+        httpx.Response(
+            200,
+            content=b"data: [1, 2]\n\ndata: [DONE]\n\n",
+            headers={"content-type": "text/event-stream"},
+        ),
+    ],
+    ids=["not-json", "no-done", "not-an-object"],
+)
+def test_malformed_upstream_sse_is_502(proxy: Proxy, reply: httpx.Response) -> None:
+    client, _ = proxy(reply)
+    response = chat(client, stream=True)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_malformed_stream"

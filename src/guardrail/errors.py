@@ -18,6 +18,7 @@ and ``body()`` the JSON body ``{"error": {"type": "guardrail_error", "code", "me
     ├── SchemaValidationFailed     422 schema_validation_failed (+ errors, attempts, last_output)
     ├── Overloaded                 429 overloaded            (+ Retry-After)
     ├── UpstreamUnavailable        502 upstream_unavailable
+    │   └── MalformedStream        502 upstream_malformed_stream
     ├── RegistryUnavailable        503 registry_unavailable
     └── UpstreamTimeout            504 upstream_timeout
 """
@@ -119,6 +120,10 @@ class Overloaded(GuardrailError):
 class UpstreamUnavailable(GuardrailError):
     status = 502
     code = "upstream_unavailable"
+
+
+class MalformedStream(UpstreamUnavailable):
+    code = "upstream_malformed_stream"
 
 
 class RegistryUnavailable(GuardrailError):

@@ -267,8 +267,18 @@ class _Choices:
         at = bisect_left(self.names, text)
         return at < len(self.names) and self.names[at].startswith(text)
 
-    def describe(self) -> str:
-        return ", ".join(map(repr, self.names[:8])) + (", ..." if len(self.names) > 8 else "")
+    def refusal(self, text: str, partial: bool) -> str:
+        """Why ``text`` (the whole string, or its start when ``partial``) is refused."""
+        shown = repr(_clip(text)) + ("..." if partial else "")
+        names = ", ".join(map(repr, self.names[:8])) + (", ..." if len(self.names) > 8 else "")
+        template = _REFUSALS.get(self.keyword, "{text} is not one of {names}")
+        return template.format(text=shown, names=names or "(none)")
+
+
+_REFUSALS: Final = {
+    "additionalProperties": "Additional properties are not allowed ({text} was unexpected)",
+    "propertyNames": "the property name {text} is not one of {names}",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,11 +318,10 @@ class _View:
         "_children",
         "_compiler",
         "_items",
+        "_keys",
         "_prefix_len",
         "bounds",
         "integer",
-        "key_refusal",
-        "keys",
         "max_items",
         "max_properties",
         "numeric",
@@ -339,15 +348,22 @@ class _View:
         self.strings: _StringRules | None = None
         if length is not None or choices:
             self.strings = _StringRules(-1 if length is None else length, "maxLength", choices)
-        self.keys, self.key_refusal = self._key_rules(schemas)
+        self._keys: tuple[_StringRules | None, tuple[str, str] | None] | None = None
         self._prefix_len = max(
             (len(_split_items(s, compiler.dialect)[0]) for s in schemas), default=0
         )
 
-    def _key_rules(
-        self, schemas: list[dict[str, Any]]
-    ) -> tuple[_StringRules | None, tuple[str, str] | None]:
-        """Rules for this object's property names: closed names and ``propertyNames``."""
+    def key_rules(self) -> tuple[_StringRules | None, tuple[str, str] | None]:
+        """Rules for this object's property names (closed names, ``propertyNames``) and the
+        message refusing any name at all, if so. Built on first use: ``propertyNames`` may refer
+        back to this very view.
+        """
+        if self._keys is None:
+            self._keys = self._key_rules()
+        return self._keys
+
+    def _key_rules(self) -> tuple[_StringRules | None, tuple[str, str] | None]:
+        schemas = [s for s, _ in self.parts]
         names = self._compiler.view(
             (s["propertyNames"], resource) for s, resource in self.parts if "propertyNames" in s
         )
@@ -539,6 +555,22 @@ _WS: Final = cast(_Run, re.compile(r"[ \t\n\r]*").match)
 _WS_CHARS: Final = " \t\n\r"
 _OPENER: Final = re.compile(r"[{\[]").search
 _PLAIN: Final = cast(_Run, re.compile(r'[^"\\\x00-\x1f]*').match)  # string chars needing no care
+_KEY_COLON: Final = re.compile(r'"([^"\\\x00-\x1f]*)"[ \t\n\r]*:').match  # a plain key, its ':'
+_SIMPLE_STRING: Final = re.compile(r'"([^"\\\x00-\x1f]*)"').match  # a string without escapes
+_WS_RUN: Final = r"[ \t\n\r]*"
+_VALUE_TOKEN: Final = (  # groups: a string without escapes, a number, a literal, an opener
+    r'(?:"([^"\\\x00-\x1f]*)"'
+    r"|(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?=[^0-9.eE+-])"
+    r"|(true|false|null)"
+    r"|([{\[]))"
+)
+# The fast lane's tokens: a whole member (`, "key": value`) or item (`, value`), the comma
+# optional (there is none before the first), and a closing bracket.
+_MEMBER: Final = re.compile(
+    rf'{_WS_RUN}(,)?{_WS_RUN}"([^"\\\x00-\x1f]*)"{_WS_RUN}:{_WS_RUN}{_VALUE_TOKEN}'
+).match
+_ITEM: Final = re.compile(rf"{_WS_RUN}(,)?{_WS_RUN}{_VALUE_TOKEN}").match
+_CLOSER: Final = re.compile(rf"{_WS_RUN}([}}\]])").match
 _ESCAPE: Final = re.compile(r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})').match
 # At a backslash: the longest proper prefix of an escape there.
 _ESCAPE_START: Final = cast(_Run, re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?").match)
@@ -618,7 +650,7 @@ class _Stop(Exception):
 class _Frame:
     """An open object or array: its view, and which member or item is being read."""
 
-    __slots__ = ("child", "index", "is_object", "key", "seen", "view")
+    __slots__ = ("child", "index", "is_object", "key", "key_refusal", "key_rules", "seen", "view")
 
     def __init__(self, view: _View, is_object: bool) -> None:
         self.view = view
@@ -626,7 +658,13 @@ class _Frame:
         self.index = 0
         self.key = ""
         self.child: _View = view
-        self.seen: set[str] | None = set() if view.max_properties is not None else None
+        self.seen: set[str] | None = None
+        self.key_rules: _StringRules | None = None
+        self.key_refusal: tuple[str, str] | None = None
+        if is_object:
+            self.key_rules, self.key_refusal = view.key_rules()
+            if view.max_properties is not None:
+                self.seen = set()
 
 
 class IncrementalChecker:
@@ -639,6 +677,7 @@ class IncrementalChecker:
     __slots__ = (
         "_compiled",
         "_escape",
+        "_exact",
         "_fenced",
         "_finished",
         "_handlers",
@@ -656,6 +695,7 @@ class IncrementalChecker:
         "_stack",
         "_state",
         "_tagged",
+        "_takers",
         "_text",
         "_text_base",
         "_ticks",
@@ -698,16 +738,23 @@ class IncrementalChecker:
             self._fence_ticks,
             self._fence_tag,
             self._value_start,
-            self._first_item,
-            self._first_key,
+            self._scan,  # FIRST_ITEM
+            self._scan,  # FIRST_KEY
             self._key,
             self._colon,
-            self._after,
+            self._scan,  # AFTER
             self._string,
             self._number,
             self._literal,
             self._done,
         )
+        # The char-level handlers of the states the fast lane (``_scan``) serves.
+        self._exact: dict[int, Callable[[str, int], int]] = {
+            FIRST_ITEM: self._first_item,
+            FIRST_KEY: self._first_key,
+            AFTER: self._after,
+        }
+        self._takers = (self._take_string, self._take_number, self._take_literal, self._take_opener)
         self._openers: dict[str, Callable[[str, int, _View], int]] = {
             "object": self._open_object,
             "array": self._open_array,
@@ -856,6 +903,83 @@ class IncrementalChecker:
             self._fail(len(self._stack), *refused)
         return self._openers[kind](text, i, view)
 
+    def _scan(self, text: str, i: int) -> int:
+        """The fast lane, between the members or items of a container.
+
+        One regex match takes a whole member or item when it lies inside this piece and holds no
+        escape; a token cut by the piece's end, an escape or an error goes to the char-level
+        handler of the state, which finds exactly where it fails.
+        """
+        stack, n = self._stack, len(text)
+        first = self._state != AFTER
+        while i < n:
+            frame = stack[-1]
+            found = (_MEMBER if frame.is_object else _ITEM)(text, i)
+            if found is None or (found[1] is None) != first:
+                closed = _CLOSER(text, i)
+                if closed is None or closed[1] != ("}" if frame.is_object else "]"):
+                    return self._exact[self._state](text, i)
+                i = closed.end()
+                stack.pop()
+                self._end_value(self._offset + i)
+                if not stack:
+                    return i
+                first = False
+                continue
+            last = found.lastindex or 0
+            if frame.is_object:
+                if frame.key_refusal is not None:
+                    self._fail(len(stack) - 1, *frame.key_refusal)
+                self._rules = frame.key_rules
+                self._key_done(found[2])
+                view, kind = frame.child, last - 3
+            else:
+                if not first:
+                    frame.index += 1
+                self._count_item(frame)
+                view, kind = frame.view.item(frame.index), last - 2
+            i = found.end()
+            self._takers[kind](found[last], view, i)
+            first = self._state != AFTER
+        return i
+
+    def _count_item(self, frame: _Frame) -> None:
+        limit = frame.view.max_items
+        if limit is not None and frame.index >= limit:
+            self._fail(len(self._stack) - 1, "maxItems", f"the array has more than {limit} items")
+
+    def _take_string(self, content: str, view: _View, end: int) -> None:
+        """A whole string without escapes: ``content`` is what's between its quotes."""
+        refused = view.rejects.get("string")
+        if refused is not None:
+            self._fail(len(self._stack), *refused)
+        if view.strings is not None:
+            self._string_done(view.strings, content, len(self._stack))
+        self._end_value(self._offset + end)
+
+    def _take_number(self, token: str, view: _View, end: int) -> None:
+        refused = view.rejects.get("number")
+        if refused is not None:
+            self._fail(len(self._stack), *refused)
+        self._value = view
+        self._number_done(token, self._offset + end)
+
+    def _take_literal(self, token: str, view: _View, end: int) -> None:
+        self._word = _LITERALS[token[0]]
+        refused = view.rejects.get(_VALUE_START[token[0]])
+        if refused is not None:
+            self._fail(len(self._stack), *refused)
+        self._value = view
+        self._literal_done(self._offset + end)
+
+    def _take_opener(self, token: str, view: _View, end: int) -> None:
+        is_object = token == "{"
+        refused = view.rejects.get("object" if is_object else "array")
+        if refused is not None:
+            self._fail(len(self._stack), *refused)
+        self._stack.append(_Frame(view, is_object))
+        self._state = FIRST_KEY if is_object else FIRST_ITEM
+
     def _end_value(self, end: int) -> None:
         """A value ended just before offset ``end`` (of the whole answer)."""
         if self._stack:
@@ -903,7 +1027,7 @@ class IncrementalChecker:
         if c == ",":
             if frame.is_object:
                 self._state = KEY
-                return i + 1
+                return self._key(text, i + 1) if i + 1 < len(text) else i + 1
             frame.index += 1
             limit = frame.view.max_items
             if limit is not None and frame.index >= limit:
@@ -912,7 +1036,7 @@ class IncrementalChecker:
                 )
             self._next = frame.view.item(frame.index)
             self._state = VALUE
-            return i + 1
+            return self._value_start(text, i + 1) if i + 1 < len(text) else i + 1
         if c == ("}" if frame.is_object else "]"):
             return self._close(i)
         self._syntax(text, i, "',' or '}'" if frame.is_object else "',' or ']'")
@@ -926,7 +1050,7 @@ class IncrementalChecker:
         if text[i] == "}":
             return self._close(i)
         if text[i] == '"':
-            return self._open_key(i)
+            return self._open_key(text, i)
         self._syntax(text, i, "a property name or '}'")
 
     def _key(self, text: str, i: int) -> int:
@@ -934,23 +1058,31 @@ class IncrementalChecker:
         if i == len(text):
             return i
         if text[i] == '"':
-            return self._open_key(i)
+            return self._open_key(text, i)
         self._syntax(text, i, "a property name in double quotes")
 
-    def _open_key(self, i: int) -> int:
-        view = self._stack[-1].view
-        if view.key_refusal is not None:
-            self._fail(len(self._stack) - 1, *view.key_refusal)
-        self._begin_string(view.keys, True)
-        return i + 1
+    def _open_key(self, text: str, i: int) -> int:
+        frame = self._stack[-1]
+        if frame.key_refusal is not None:
+            self._fail(len(self._stack) - 1, *frame.key_refusal)
+        rules = self._rules = frame.key_rules
+        found = _KEY_COLON(text, i)
+        if found is None:  # the key goes on past this piece, or has escapes: read it char by char
+            self._begin_string(rules, True)
+            return i + 1
+        self._key_done(found.group(1))
+        self._next = frame.child
+        self._state = VALUE
+        end = found.end()
+        return self._value_start(text, end) if end < len(text) else end
 
     def _key_done(self, key: str) -> None:
+        """Check a complete key (the rules in ``self._rules``) and find its value's view."""
         frame = self._stack[-1]
         depth = len(self._stack) - 1
         rules = self._rules
-        for choice in rules.choices if rules is not None else ():
-            if key not in choice.members:
-                self._fail(depth, choice.keyword, _unexpected_key(choice, key))
+        if rules is not None:
+            self._string_done(rules, key, depth)
         seen, limit = frame.seen, frame.view.max_properties
         if seen is not None and limit is not None and key not in seen:
             seen.add(key)
@@ -961,7 +1093,7 @@ class IncrementalChecker:
             self._fail(
                 depth,
                 "additionalProperties",
-                f"Additional properties are not allowed ({key!r} was unexpected)",
+                f"Additional properties are not allowed ({_clip(key)!r} was unexpected)",
             )
         frame.key = key
         frame.child = child
@@ -979,8 +1111,28 @@ class IncrementalChecker:
     # -- strings ------------------------------------------------------------------------------
 
     def _open_string(self, text: str, i: int, view: _View) -> int:
-        self._begin_string(view.strings, False)
-        return i + 1
+        rules = view.strings
+        found = _SIMPLE_STRING(text, i)
+        if found is None:  # the string goes on past this piece, or has escapes
+            self._begin_string(rules, False)
+            return i + 1
+        if rules is not None:
+            self._string_done(rules, found.group(1), len(self._stack))
+        end = found.end()
+        self._end_value(self._offset + end)
+        return end
+
+    def _string_done(self, rules: _StringRules, text: str, depth: int) -> None:
+        """Check a complete string (a value, or a key when ``depth`` is its object's)."""
+        if 0 <= rules.max_length < len(text):
+            self._fail(
+                depth,
+                rules.length_keyword,
+                f"the string is longer than {rules.max_length} characters",
+            )
+        for choice in rules.choices:
+            if text not in choice.members:
+                self._fail(depth, choice.keyword, choice.refusal(text, False))
 
     def _begin_string(self, rules: _StringRules | None, is_key: bool) -> None:
         self._rules = rules
@@ -1095,7 +1247,7 @@ class IncrementalChecker:
             self._fail(
                 self._string_depth(),
                 choice.keyword,
-                f"a string starting {_clip(decoded or raw)!r} is not one of {choice.describe()}",
+                choice.refusal(raw if decoded is None else decoded, True),
             )
 
     def _end_string(self, end: int) -> int:
@@ -1108,13 +1260,8 @@ class IncrementalChecker:
             self._key_done(text)
             self._state = COLON
             return end
-        for choice in self._rules.choices if self._rules is not None else ():
-            if text not in choice.members:
-                self._fail(
-                    len(self._stack),
-                    choice.keyword,
-                    f"{_clip(text)!r} is not one of {choice.describe()}",
-                )
+        if self._rules is not None:
+            self._string_done(self._rules, text, len(self._stack))
         self._end_value(self._offset + end)
         return end
 
@@ -1213,12 +1360,6 @@ class IncrementalChecker:
 
 def _clip(text: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _unexpected_key(choice: _Choices, key: str) -> str:
-    if choice.keyword == "additionalProperties":
-        return f"Additional properties are not allowed ({_clip(key)!r} was unexpected)"
-    return f"the property name {_clip(key)!r} is not one of {choice.describe()}"
 
 
 def _beyond_as_floats(beyond: Callable[[Any, Any], bool], value: Any, limit: Any) -> bool:

@@ -24,6 +24,8 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .registry import Registry, SchemaConfig
+from .streaming import assemble, parse_sse
+from .upstream.client import Reply
 from .upstream.dialects import Constraint
 from .upstream.routing import Router, Upstream
 from .validation import CompiledSchema, Limits, Violation, check_schema, compile_schema, fingerprint
@@ -286,7 +288,7 @@ class Pipeline:
             attempts += 1
             if reply.status >= 400:
                 return Answer(reply.status, _error_headers(reply.headers), reply.content)
-            completion = _completion(reply.content, upstream, forced=target.constraint is not None)
+            completion = _completion(reply, upstream, forced=target.constraint is not None)
             usage.add(completion.get("usage"))
             last = self.judge(completion, target, policy)
             if last.conforms:
@@ -385,7 +387,10 @@ def _missing(message: str) -> Result:
     return Result(False, Outcome.FAILED, None, (Violation("", "content", message),), ())
 
 
-def _completion(content: bytes, upstream: Upstream, *, forced: bool) -> dict[str, Any]:
+def _completion(reply: Reply, upstream: Upstream, *, forced: bool) -> dict[str, Any]:
+    content = reply.content
+    if reply.headers.get("content-type", "").startswith("text/event-stream"):
+        return assemble(parse_sse(content))  # an upstream that streams even when not asked
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:

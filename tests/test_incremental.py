@@ -1,0 +1,508 @@
+"""The incremental checker: early violations where the bytes decide them, never on a valid prefix.
+
+Table cases mark with ``‸`` the character whose arrival must bring the violation (fed one character
+at a time). The hypothesis properties check the two promises on random schemas and documents: a
+valid document never aborts (whatever its whitespace, escapes and chunking), and every verdict
+agrees with the compiled validator on the whole document.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from guardrail.incremental import IncrementalChecker
+from guardrail.validation import Schema, Violation, compile_schema
+
+MARK = "‸"
+
+
+def first_violation(
+    schema: Schema, text: str, step: int = 1
+) -> tuple[int | None, Violation | None]:
+    """Feed ``text`` ``step`` characters at a time: (the offset of the piece that brought the
+    first violation, or None when only ``finish`` found one; the violation)."""
+    checker = IncrementalChecker(schema)
+    for at in range(0, len(text), step):
+        found = checker.feed(text[at : at + step])
+        if found is not None:
+            return at, found
+    return None, checker.finish()
+
+
+OBJECT_A_STRING = {"type": "object", "properties": {"a": {"type": "string"}}}
+CLOSED = {"properties": {"name": {}, "age": {}}, "additionalProperties": False}
+TREE = {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}}}
+
+# (schema, document with ‸ before the deciding character, path, keyword)
+EARLY: list[tuple[str, Schema, str, str, str]] = [
+    # syntax
+    ("missing colon", True, '{"a" ‸1}', "", "json"),
+    ("bad literal", True, "[tr‸x]", "", "json"),
+    ("raw control char in a string", True, '["a‸\n"]', "", "json"),
+    ("bad escape", True, '["\\‸q"]', "", "json"),
+    ("bad unicode escape", True, '["\\u00‸g"]', "", "json"),
+    ("leading zero", True, "[0‸1]", "", "json"),
+    ("dot without digits", True, "[1.‸]", "", "json"),
+    ("trailing comma", True, "[1,‸]", "", "json"),
+    ("mismatched bracket", True, '{"a": 1‸]', "", "json"),
+    ("prose where a scalar may come", True, '‸Sure: {"a": 1}', "", "json"),
+    ("number out of orjson's range", True, "[1e400‸]", "/0", "json"),
+    # types, at the value's first character
+    ("string wanted", OBJECT_A_STRING, '{"a": ‸12}', "/a", "type"),
+    (
+        "nested path",
+        {"items": {"properties": {"b": {"type": "null"}}}},
+        '[{}, {"b": ‸false}]',
+        "/1/b",
+        "type",
+    ),
+    ("object wanted", {"type": "object"}, "‸[1]", "", "type"),
+    ("integer, when the number ends", {"items": {"type": "integer"}}, "[1, 2.5‸]", "/1", "type"),
+    ("integer at the root", {"type": "integer"}, "1.5‸ ", "", "type"),
+    ("false schema", {"properties": {"a": False}}, '{"a": ‸1}', "/a", "false"),
+    # enum and const
+    ("enum prefix", {"enum": ["red", "green"]}, '"gr‸ay"', "", "enum"),
+    ("enum at the closing quote", {"enum": ["ab", "abc"]}, '"a‸"', "", "enum"),
+    ("enum prefix behind an escape", {"enum": ["é!"]}, '"\\u00e9‸?"', "", "enum"),
+    ("enum kind", {"enum": ["a", 1]}, "‸{}", "", "enum"),
+    ("const kind", {"const": "x"}, "‸1", "", "const"),
+    ("const number", {"properties": {"n": {"const": 3}}}, '{"n": 4‸}', "/n", "const"),
+    ("enum literal", {"enum": [True, None]}, "fals‸e", "", "enum"),
+    ("true is not 1", {"items": {"enum": [1]}}, "[‸true]", "/0", "enum"),
+    # property names
+    ("closed names, by prefix", CLOSED, '{"na‸x": 1}', "", "additionalProperties"),
+    ("closed names, at the key's end", CLOSED, '{"ag‸": 1}', "", "additionalProperties"),
+    (
+        "pattern names decide at the key's end",
+        {"patternProperties": {"^x": {}}, "additionalProperties": False},
+        '{"ya‸": 1}',
+        "",
+        "additionalProperties",
+    ),
+    (
+        "patternProperties schema",
+        {"patternProperties": {"^n_": {"type": "number"}}},
+        '{"n_1": ‸"x"}',
+        "/n_1",
+        "type",
+    ),
+    (
+        "additionalProperties schema",
+        {"properties": {"a": {}}, "additionalProperties": {"type": "string"}},
+        '{"a": 1, "b": ‸2}',
+        "/b",
+        "type",
+    ),
+    ("propertyNames", {"propertyNames": {"maxLength": 2}}, '{"ab‸c": 1}', "", "propertyNames"),
+    # lengths and counts
+    ("maxLength", {"maxLength": 3}, '"abc‸d"', "", "maxLength"),
+    ("maxLength counts escapes once", {"maxLength": 3}, '"a\\n\\u00e9‸x"', "", "maxLength"),
+    ("maxLength when an escape completes", {"maxLength": 1}, '"a\\u00e‸9"', "", "maxLength"),
+    ("a surrogate pair is one character", {"maxLength": 2}, '"\\ud83d\\ude00a‸b"', "", "maxLength"),
+    ("maxItems at the comma", {"maxItems": 2}, "[1, 2‸, 3]", "", "maxItems"),
+    ("maxItems 0", {"maxItems": 0}, "[ ‸1]", "", "maxItems"),
+    ("maxProperties", {"maxProperties": 1}, '{"a": 1, "b‸": 2}', "", "maxProperties"),
+    # bounds
+    ("minimum", {"items": {"minimum": 0}}, "[3, -1‸]", "/1", "minimum"),
+    ("exclusiveMaximum", {"exclusiveMaximum": 10}, "10‸ ", "", "exclusiveMaximum"),
+    ("maximum, in an exponent", {"items": {"maximum": 100}}, "[1e3‸]", "/0", "maximum"),
+    # following the schema
+    (
+        "local $ref",
+        {"$defs": {"s": {"type": "string"}}, "properties": {"a": {"$ref": "#/$defs/s"}}},
+        '{"a": ‸1}',
+        "/a",
+        "type",
+    ),
+    ("recursive $ref", TREE, '{"kids": [{"kids": [‸1]}]}', "/kids/0/kids/0", "type"),
+    (
+        "allOf checks every part",
+        {"allOf": [{"type": "object"}, {"properties": {"a": {"maxLength": 1}}}]},
+        '{"a": "x‸y"}',
+        "/a",
+        "maxLength",
+    ),
+    (
+        "prefixItems then items",
+        {"prefixItems": [{"type": "string"}], "items": {"type": "integer"}},
+        '["a", 1, ‸"b"]',
+        "/2",
+        "type",
+    ),
+    ("items false", {"prefixItems": [{}], "items": False}, "[1, ‸2]", "/1", "false"),
+    (
+        "draft 2019-09 tuple items",
+        {
+            "$schema": "https://json-schema.org/draft/2019-09/schema",
+            "items": [{"type": "string"}],
+            "additionalItems": False,
+        },
+        '["a", ‸1]',
+        "/1",
+        "false",
+    ),
+    # what comes before the value
+    (
+        "prose and a fence before an object",
+        OBJECT_A_STRING,
+        'Sure! Here it is:\n```json\n{"a": ‸1}\n```',
+        "/a",
+        "type",
+    ),
+    ("a fence before a scalar", {"type": "integer"}, "```json\n4.5‸\n```", "", "type"),
+]
+
+
+@pytest.mark.parametrize(
+    ("schema", "marked", "path", "keyword"),
+    [pytest.param(*case[1:], id=case[0]) for case in EARLY],
+)
+def test_early_violation(schema: Schema, marked: str, path: str, keyword: str) -> None:
+    text = marked.replace(MARK, "")
+    offset, found = first_violation(schema, text)
+    assert found is not None
+    assert (offset, found.path, found.keyword) == (marked.index(MARK), path, keyword), found
+    # Fed whole, the same violation (the message may say more).
+    whole = first_violation(schema, text, len(text))[1]
+    assert whole is not None and (whole.path, whole.keyword) == (path, keyword)
+
+
+# (schema, document, the violation finish reports: (path, keyword), or None)
+AT_FINISH: list[tuple[str, Schema, str, tuple[str, str] | None]] = [
+    (
+        "anyOf is left to finish",
+        {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "1",
+        ("", "anyOf"),
+    ),
+    ("required", {"required": ["a"]}, "{}", ("", "required")),
+    ("minItems", {"minItems": 2}, "[1]", ("", "minItems")),
+    ("pattern", {"pattern": "^a"}, '"b"', ("", "pattern")),
+    ("format", {"format": "date"}, '"2024-13-40"', ("", "format")),
+    ("a number at the root ends with the answer", {"maximum": 5}, "6", ("", "maximum")),
+    ("incomplete", True, '{"a": [1', ("", "json")),
+    ("nothing at all", {"type": "object"}, "I can't help with that.", ("", "json")),
+    ("a lone surrogate", True, '"\\ud800"', ("", "json")),
+    ("duplicate keys count once", {"maxProperties": 1}, '{"a": 1, "a": 2}', None),
+    ("text after the value is ignored", {"type": "object"}, '{"a": 1} and {more', None),
+    ("prose before a container", {"type": "array"}, "The list: [1, 2]", None),
+    (
+        "non-ASCII keys don't decide patterns",  # ECMA \d is ASCII; Python's re isn't
+        {"patternProperties": {"^\\d+$": {"type": "integer"}}},
+        '{"١": "x"}',
+        None,
+    ),
+    (
+        "draft-07 $ref hides its siblings",
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": {"s": {"type": "string"}},
+            "properties": {"a": {"$ref": "#/definitions/s", "maxLength": 1}},
+        },
+        '{"a": "xyz"}',
+        None,
+    ),
+    ("an integer-valued float is an integer", {"items": {"type": "integer"}}, "[3.0]", None),
+    ("1 equals 1.0 in an enum", {"items": {"enum": [1]}}, "[1.0]", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("schema", "text", "expected"),
+    [pytest.param(*case[1:], id=case[0]) for case in AT_FINISH],
+)
+def test_decided_at_finish(schema: Schema, text: str, expected: tuple[str, str] | None) -> None:
+    offset, found = first_violation(schema, text)
+    assert offset is None, found
+    assert ((found.path, found.keyword) if found else None) == expected, found
+
+
+# --------------------------------------------------------------------------------------------
+# Properties on random schemas and documents
+# --------------------------------------------------------------------------------------------
+
+# Small alphabets make enum prefixes, key prefixes and escapes collide often.
+CHARS = 'ab"\\é😀\n'
+KEYS = ["a", "ab", "b", "é", 'a"', "x1", "x2"]
+DEFS: dict[str, Any] = {
+    "s": {"type": "string", "maxLength": 3},
+    "n": {"type": "integer", "minimum": 0},
+}
+
+texts = st.text(alphabet=CHARS, max_size=4)
+numbers = st.one_of(
+    st.integers(-20, 20),
+    st.floats(-20, 20, allow_nan=False).map(lambda f: round(f, 2)),
+)
+scalars = st.one_of(st.none(), st.booleans(), numbers, texts)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def optional(**keywords: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({}, optional=keywords)
+
+
+def with_type(name: str, rest: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[Any]:
+    return rest.map(lambda keywords: {"type": name, **keywords})
+
+
+leaf_schemas = st.one_of(
+    st.just(True),
+    st.just({}),
+    with_type(
+        "string",
+        optional(maxLength=st.integers(0, 5), enum=st.lists(texts, min_size=1, max_size=3)),
+    ),
+    with_type(
+        "integer",
+        optional(minimum=numbers, maximum=numbers, exclusiveMinimum=numbers),
+    ),
+    with_type("number", optional(maximum=numbers, exclusiveMaximum=numbers)),
+    st.sampled_from(
+        [
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": ["string", "null"], "maxLength": 2},
+            {"enum": [True, None, 1, "a", 2.5]},
+            {"const": "ab"},
+            {"const": 1.0},
+            {"$ref": "#/$defs/s"},
+            {"$ref": "#/$defs/n"},
+        ]
+    ),
+)
+
+
+def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    objects = optional(
+        type=st.just("object"),
+        properties=st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
+        additionalProperties=st.one_of(st.just(False), inner),
+        patternProperties=st.dictionaries(st.sampled_from(["^x", "b$"]), inner, max_size=1),
+        maxProperties=st.integers(0, 3),
+        required=st.lists(st.sampled_from(KEYS), max_size=2, unique=True),
+        propertyNames=st.sampled_from([{"maxLength": 2}, {"enum": ["a", "ab", "x1"]}]),
+    )
+    arrays = optional(
+        type=st.just("array"),
+        items=inner,
+        prefixItems=st.lists(inner, min_size=1, max_size=2),
+        maxItems=st.integers(0, 3),
+        minItems=st.integers(0, 2),
+    )
+    return st.one_of(
+        objects,
+        arrays,
+        st.lists(inner, min_size=2, max_size=2).map(lambda parts: {"allOf": parts}),
+        st.lists(inner, min_size=2, max_size=2).map(lambda parts: {"anyOf": parts}),
+    )
+
+
+schemas = st.recursive(leaf_schemas, containers, max_leaves=8).map(
+    lambda schema: {"$defs": DEFS, "allOf": [schema]}
+)
+
+
+def values_for(schema: Any) -> st.SearchStrategy[Any]:
+    """Values that often (not always) conform to ``schema``; the tests keep those that do."""
+    if schema is True or schema == {}:
+        return json_values
+    if schema is False:
+        return st.nothing()
+    if "$ref" in schema:
+        return values_for(DEFS[schema["$ref"].rsplit("/", 1)[1]])
+    if "const" in schema:
+        return st.just(schema["const"])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    if "allOf" in schema:
+        return values_for(schema["allOf"][0])
+    if "anyOf" in schema:
+        return st.one_of([values_for(part) for part in schema["anyOf"]])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return st.one_of([values_for({**schema, "type": k}) for k in kind])
+    return VALUES.get(kind, lambda _: json_values)(schema)
+
+
+def _object_values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    props = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    keys = st.sampled_from(KEYS).filter(lambda key: key not in props)
+    others = (
+        st.dictionaries(keys, values_for(extra), max_size=2) if extra is not False else st.just({})
+    )
+    declared = st.fixed_dictionaries({}, optional={k: values_for(v) for k, v in props.items()})
+    return st.tuples(declared, others).map(lambda pair: {**pair[1], **pair[0]})
+
+
+def _array_values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    prefix = st.tuples(*(values_for(s) for s in schema.get("prefixItems", [])))
+    rest = st.lists(values_for(schema.get("items", True)), max_size=schema.get("maxItems", 3))
+    return st.tuples(prefix, rest).map(lambda pair: [*pair[0], *pair[1]])
+
+
+VALUES: dict[Any, Callable[[dict[str, Any]], st.SearchStrategy[Any]]] = {
+    "object": _object_values,
+    "array": _array_values,
+    "string": lambda s: st.text(alphabet=CHARS, max_size=s.get("maxLength", 5)),
+    "integer": lambda s: st.integers(-25, 25),
+    "number": lambda s: numbers,
+    "boolean": lambda s: st.booleans(),
+    "null": lambda s: st.none(),
+}
+
+SPACE = st.sampled_from(["", "", "", " ", "\n  ", "\t"])
+SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "/": "\\/"}
+
+
+def escape(char: str, how: int) -> str:
+    """``char`` in a JSON string: raw (when allowed), a short escape, or \\u escapes."""
+    if how == 0 and char not in '"\\' and char >= " ":
+        return char
+    if how == 1 and char in SHORT_ESCAPES:
+        return SHORT_ESCAPES[char]
+    units = char.encode("utf-16-be")
+    return "".join(
+        f"\\u{int.from_bytes(units[k : k + 2], 'big'):04x}" for k in range(0, len(units), 2)
+    )
+
+
+def render(value: Any, draw: Callable[[st.SearchStrategy[Any]], Any]) -> str:
+    """JSON text for ``value`` with random whitespace, escapes and number spellings."""
+    if isinstance(value, str):
+        return '"' + "".join(escape(c, draw(st.integers(0, 2))) for c in value) + '"'
+    if isinstance(value, list):
+        items = [draw(SPACE) + render(v, draw) + draw(SPACE) for v in value]
+        return "[" + ",".join(items) + draw(SPACE) + "]"
+    if isinstance(value, dict):
+        members = [
+            draw(SPACE) + render(k, draw) + draw(SPACE) + ":" + draw(SPACE) + render(v, draw)
+            for k, v in value.items()
+        ]
+        return "{" + ",".join(members) + draw(SPACE) + "}"
+    if isinstance(value, float) and value.is_integer() and draw(st.booleans()):
+        return f"{int(value)}e0"
+    return json.dumps(value)
+
+
+def split(text: str, draw: Callable[[st.SearchStrategy[Any]], Any]) -> list[str]:
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(text)), max_size=len(text) // 2 + 1))))
+    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True) if b > a]
+
+
+class DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({k for k, _ in pairs}) < len(pairs):
+        raise DuplicateKey
+    return dict(pairs)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(name)
+
+
+DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+FENCE = re.compile(r"[ \t\n\r]*(?:```(?:[A-Za-z][\w+.-]*)?)?[ \t\n\r]*", re.ASCII)
+
+
+def skips_prose(schema: Schema) -> bool:
+    """Whether the checker skips text before the first '{' or '[' (the root wants a container)."""
+    return IncrementalChecker(schema).feed("x") is None
+
+
+def reference_verdict(schema: Schema, text: str) -> bool | None:
+    """Whether ``text`` holds a conforming answer, found as the checker finds it (prose skipped
+    when the schema wants a container, else whitespace and one fence; text after the value
+    ignored), by another parser; None for duplicate keys (the early checks see every copy)."""
+    start = text.find("{"), text.find("[")
+    if skips_prose(schema):
+        at = min((s for s in start if s >= 0), default=-1)
+    else:
+        at = FENCE.match(text).end()  # type: ignore[union-attr]
+    if at < 0:
+        return False
+    try:
+        _, end = DECODER.raw_decode(text, at)
+        value = orjson.loads(text[at:end])
+    except DuplicateKey:
+        return None
+    except ValueError:
+        return False
+    return bool(compile_schema(schema).is_valid(value))
+
+
+PROPERTIES = settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@PROPERTIES
+@given(st.data())
+def test_valid_documents_never_abort(data: st.DataObject) -> None:
+    schema = data.draw(schemas)
+    text = render(data.draw(values_for(schema)), data.draw)
+    assume(compile_schema(schema).is_valid(orjson.loads(text)))
+    if skips_prose(schema) and data.draw(st.booleans()):
+        text = "Sure! Here it is:\n```json\n" + text + "\n```\nAnything else?"
+    elif data.draw(st.booleans()):
+        text = " ```json\n" + text + "\n```"
+    checker = IncrementalChecker(schema)
+    for piece in split(text, data.draw):
+        assert checker.feed(piece) is None, (text, piece)
+    assert checker.finish() is None
+
+
+def mutate(text: str, draw: Callable[[st.SearchStrategy[Any]], Any]) -> str:
+    at = draw(st.integers(0, len(text)))
+    extra = draw(
+        st.sampled_from(
+            ['"', "{", "}", "[", "]", ",", ":", "1", ".", "e", "-", "\\", "a", "t", " "]
+        )
+    )
+    edit = draw(st.sampled_from(["insert", "delete", "replace", "cut"]))
+    return {
+        "insert": text[:at] + extra + text[at:],
+        "delete": text[:at] + text[at + 1 :],
+        "replace": text[:at] + extra + text[at + 1 :],
+        "cut": text[:at],
+    }[edit]
+
+
+@PROPERTIES
+@given(st.data())
+def test_verdicts_agree_with_the_validator(data: st.DataObject) -> None:
+    schema = data.draw(schemas)
+    value = data.draw(st.one_of(values_for(schema), json_values))
+    text = render(value, data.draw)
+    for _ in range(data.draw(st.integers(0, 2))):
+        text = mutate(text, data.draw)
+    valid = reference_verdict(schema, text)
+    assume(valid is not None)
+    checker = IncrementalChecker(schema)
+    for piece in split(text, data.draw):
+        found = checker.feed(piece)
+        if found is not None:
+            assert not valid, (text, found)
+            return
+    found = checker.finish()
+    assert (found is None) == valid, (text, found)
