@@ -143,3 +143,57 @@ def sse(completion_body: dict[str, Any], *, pieces: int = 4, done: bool = True) 
     if done:
         body += b"data: [DONE]\n\n"
     return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+
+class StreamingUpstream(SlowUpstream):
+    """A real loopback HTTP server that streams ``pieces`` of an answer as chat.completion.chunk
+    events, ``delay`` seconds apart, counting what it sent before guardrail hung up."""
+
+    def __init__(self, pieces: list[str], *, delay: float = 0.002) -> None:
+        super().__init__()
+        self.pieces = pieces
+        self.delay = delay
+        self.sent = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        await reader.readexactly(length)
+        self.requests += 1
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        try:
+            for piece in [*self.pieces, None]:
+                if piece is None:
+                    data = b"data: [DONE]\n\n"
+                else:
+                    chunk = {
+                        "id": "c",
+                        "object": "chat.completion.chunk",
+                        "created": 1,
+                        "model": "m",
+                        "choices": [{"index": 0, "delta": {"content": piece}}],
+                    }
+                    data = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                await writer.drain()
+                if piece is not None:
+                    self.sent += 1
+                await asyncio.sleep(self.delay)
+                if reader.at_eof():
+                    break
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except ConnectionError:
+            pass
+        self.closed_at.append(time.monotonic())
+        writer.close()

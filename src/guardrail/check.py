@@ -24,6 +24,7 @@ class Outcome(StrEnum):
     REASKED = "reasked"  # a later attempt conformed
     FAILED = "failed"  # no attempt conformed
     UNCHECKED = "unchecked"  # no schema applied
+    PENDING = "pending"  # a progressive stream: the verdict comes at its end, in the stream
 
 
 class Result(NamedTuple):

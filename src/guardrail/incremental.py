@@ -684,6 +684,7 @@ class IncrementalChecker:
         "_is_key",
         "_length",
         "_next",
+        "_number_end",
         "_number_state",
         "_offset",
         "_openers",
@@ -730,6 +731,7 @@ class IncrementalChecker:
         # the number or literal being read
         self._token: list[str] = []
         self._number_state = 0
+        self._number_end = -1  # the offset after the number's last whole prefix
         self._word: tuple[str, bool | None] = ("", None)
         self._word_at = 0
         self._handlers: tuple[Callable[[str, int], int], ...] = (
@@ -792,9 +794,8 @@ class IncrementalChecker:
             return self._result
         self._finished = True
         try:
-            number_ends = self._state == NUMBER and self._number_state in _NUMBER_ENDS
-            if number_ends and not self._stack:
-                self._number_done("".join(self._token), self._offset)
+            if self._state == NUMBER:
+                self._root_number()
             self._result = self._validate() if self._state == DONE else self._incomplete()
         except _Stop as stop:
             self._result = stop.violation
@@ -1277,6 +1278,7 @@ class IncrementalChecker:
                 return end
         self._token = []
         self._number_state = 0
+        self._number_end = -1
         self._state = NUMBER
         return i
 
@@ -1288,14 +1290,26 @@ class IncrementalChecker:
                 break
             state = moved
             j += 1
+            if state in _NUMBER_ENDS:
+                self._number_end = self._offset + j
         self._token.append(text[i:j])
         if j == n:
             self._number_state = state
             return n
-        if state not in _NUMBER_ENDS:
+        if state in _NUMBER_ENDS:
+            self._number_done("".join(self._token), self._offset + j)
+        elif not self._root_number():
             self._syntax(text, j, "a digit")
-        self._number_done("".join(self._token), self._offset + j)
         return j
+
+    def _root_number(self) -> bool:
+        """At the root, a number that breaks off ("1." then "x") ends where it last was whole,
+        and what follows is text after the value; elsewhere it is a syntax error."""
+        if self._stack or self._number_end < 0:
+            return False
+        token = "".join(self._token)[: self._number_end - self._root_start]
+        self._number_done(token, self._number_end)
+        return True
 
     def _number_done(self, token: str, end: int) -> None:
         view = self._value

@@ -7,9 +7,10 @@ headers, JSON body). No web framework here; the network is reached only through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,13 +25,24 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .registry import Registry, SchemaConfig
-from .streaming import assemble, parse_sse
-from .upstream.client import Reply
+from .streaming import (
+    DONE,
+    StreamChecker,
+    assemble,
+    error_event,
+    event,
+    parse_sse,
+    sse_events,
+    violation_event,
+)
+from .upstream.client import Reply, read_body
 from .upstream.dialects import Constraint
 from .upstream.routing import Router, Upstream
 from .validation import CompiledSchema, Limits, Violation, check_schema, compile_schema, fingerprint
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# Dialects whose streams are OpenAI chat.completion.chunk events (progressive mode needs them).
+PROGRESSIVE_DIALECTS = frozenset({"openai", "vllm", "vllm-guided", "llamacpp", "ollama", "tgi"})
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -83,6 +95,14 @@ class Answer:
     headers: dict[str, str]
     content: bytes
     completion: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A progressive answer: headers now, events as the upstream produces them."""
+
+    headers: dict[str, str]
+    events: AsyncIterator[bytes]
 
 
 @dataclass(slots=True)
@@ -251,12 +271,70 @@ class Pipeline:
 
     # -- the journey -----------------------------------------------------------------------
 
-    async def complete(
+    async def run(
         self, body: dict[str, Any], headers: Mapping[str, str], target: Target
-    ) -> Answer:
-        """Call the upstream until an answer conforms or the attempt/time/token budget ends."""
+    ) -> Answer | Stream:
+        """A checked request: progressive when asked to stream in that mode, else buffered."""
         upstream = self.router.upstream_for(_model(body))
         policy = self.policy(target, upstream, headers)
+        progressive = body.get("stream") is True and policy.stream_mode == "progressive"
+        if progressive and upstream.dialect.name in PROGRESSIVE_DIALECTS:
+            return await self.progressive(body, headers, target, upstream)
+        return await self.complete(body, headers, target, upstream, policy)
+
+    async def progressive(
+        self, body: dict[str, Any], headers: Mapping[str, str], target: Target, upstream: Upstream
+    ) -> Answer | Stream:
+        """Forward the upstream's stream as it comes, checking it as it goes; on the first
+        definite violation end the client's stream with an error event and close the upstream
+        connection, so the upstream stops generating. One attempt: nothing sent is retracted."""
+        translation = upstream.dialect.translate({**body, "stream": True}, target.constraint)
+        stack = contextlib.AsyncExitStack()
+        response = await stack.enter_async_context(
+            upstream.client.stream(
+                "POST", translation.path, upstream.headers(headers), orjson.dumps(translation.body)
+            )
+        )
+        if response.status_code >= 400 or not response.headers.get("content-type", "").startswith(
+            "text/event-stream"
+        ):
+            content = b"".join([chunk async for chunk in read_body(response, 60)])
+            await stack.aclose()
+            if response.status_code >= 400:
+                return Answer(response.status_code, _error_headers(response.headers), content)
+            raise UpstreamUnavailable("the upstream did not stream its answer")
+        checker = StreamChecker(
+            target.response.schema if target.response else None,
+            {name: compiled.schema for name, compiled in target.tools.items()},
+        )
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in sse_events(read_body(response, upstream.client.timeout)):
+                    found = checker.feed(chunk)
+                    if found is not None:
+                        yield violation_event(found)
+                        return
+                    yield event(chunk)
+                found = checker.finish()
+                yield DONE if found is None else violation_event(found)
+            except GuardrailError as exc:
+                yield error_event(exc)
+            finally:
+                await stack.aclose()  # closing the connection stops the upstream's generation
+
+        stream_headers = {**_headers(Outcome.PENDING, 1, target, translation.relaxed)}
+        return Stream(stream_headers, events())
+
+    async def complete(
+        self,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        target: Target,
+        upstream: Upstream,
+        policy: Policy,
+    ) -> Answer:
+        """Call the upstream until an answer conforms or the attempt/time/token budget ends."""
         deadline = time.monotonic() + self.request_timeout
         messages = list(body["messages"])
         usage = Usage()
@@ -445,4 +523,4 @@ def _error_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower().startswith(keep)}
 
 
-__all__ = ["Answer", "GuardrailError", "Pipeline", "Policy", "Target", "Usage", "feedback"]
+__all__ = ["Answer", "Pipeline", "Policy", "Stream", "Target", "Usage", "feedback"]

@@ -8,12 +8,14 @@ chunk format.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
 
-from .errors import MalformedStream, UpstreamUnavailable
+from .errors import GuardrailError, MalformedStream, UpstreamUnavailable
+from .incremental import IncrementalChecker
+from .validation import Schema, Violation
 
 DONE = b"data: [DONE]\n\n"
 MAX_EVENT_BYTES = 4 * 1024 * 1024
@@ -166,3 +168,77 @@ def completion_events(completion: dict[str, Any], *, include_usage: bool) -> Ite
     if include_usage:
         yield event({**head, "choices": [], "usage": completion.get("usage")})
     yield DONE
+
+
+class StreamChecker:
+    """Follows a streamed chat completion's deltas: each choice's content against the response
+    schema, or each tool call's arguments against its tool's schema, with incremental checkers
+    that report a definite violation as early as the bytes allow."""
+
+    def __init__(self, response: Schema | None, tools: Mapping[str, Schema]) -> None:
+        self.response = response
+        self.tools = tools
+        self.checkers: dict[tuple[int, int], IncrementalChecker] = {}
+
+    def feed(self, chunk: dict[str, Any]) -> Violation | None:
+        for choice in chunk.get("choices") or ():
+            index = choice.get("index", 0)
+            delta = choice.get("delta") or {}
+            if self.response is not None:
+                content = delta.get("content")
+                if content:
+                    checker = self._checker((index, -1), self.response)
+                    if (found := checker.feed(content)) is not None:
+                        return found
+                continue
+            for call in delta.get("tool_calls") or ():
+                if (found := self._feed_call(index, call)) is not None:
+                    return found
+        return None
+
+    def _feed_call(self, index: int, call: dict[str, Any]) -> Violation | None:
+        key = (index, call.get("index", 0))
+        function = call.get("function") or {}
+        if key not in self.checkers:
+            name = function.get("name")
+            schema = self.tools.get(name) if isinstance(name, str) else None
+            if schema is None:
+                return Violation("", "tool", f"the model called an unknown tool {name!r}")
+            self.checkers[key] = IncrementalChecker(schema)
+        arguments = function.get("arguments")
+        return self.checkers[key].feed(arguments) if arguments else None
+
+    def _checker(self, key: tuple[int, int], schema: Schema) -> IncrementalChecker:
+        checker = self.checkers.get(key)
+        if checker is None:
+            checker = self.checkers[key] = IncrementalChecker(schema)
+        return checker
+
+    def finish(self) -> Violation | None:
+        """End of stream: what only the whole answer can tell (required, formats, ...)."""
+        if not self.checkers:
+            missing = "content" if self.response is not None else "tool call"
+            return Violation("", "json", f"the stream ended with no {missing}")
+        for checker in self.checkers.values():
+            if (found := checker.finish()) is not None:
+                return found
+        return None
+
+
+def violation_event(violation: Violation) -> bytes:
+    """The final event of a progressive stream that broke its schema (the contract's shape)."""
+    return event(
+        {
+            "error": {
+                "type": "guardrail_error",
+                "code": "schema_violation_in_stream",
+                "message": f"{violation.path or '(root)'}: {violation.message}",
+                "path": violation.path,
+                "keyword": violation.keyword,
+            }
+        }
+    )
+
+
+def error_event(error: GuardrailError) -> bytes:
+    return event(error.body())

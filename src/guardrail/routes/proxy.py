@@ -12,7 +12,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BadRequest, MalformedJSON
-from ..pipeline import Pipeline
+from ..pipeline import Pipeline, Stream
 from ..streaming import completion_events
 from ..upstream.client import end_to_end, read_body
 from ..upstream.routing import Router
@@ -42,7 +42,11 @@ class ProxyAPI:
         target = await self.pipeline.resolve(body, headers)
         if target is None:
             return await self.forward(request, raw, "/chat/completions", _model(body))
-        answer = await unless_disconnected(request, self.pipeline.complete(body, headers, target))
+        answer = await unless_disconnected(request, self.pipeline.run(body, headers, target))
+        if isinstance(answer, Stream):
+            return StreamingResponse(
+                answer.events, headers=answer.headers, media_type="text/event-stream"
+            )
         if body.get("stream") is True and answer.completion is not None:
             options = body.get("stream_options")
             usage = isinstance(options, dict) and options.get("include_usage") is True
