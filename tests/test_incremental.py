@@ -312,7 +312,8 @@ def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     )
 
 
-schemas = st.recursive(leaf_schemas, containers, max_leaves=8).map(
+inner_schemas = st.recursive(leaf_schemas, containers, max_leaves=8)
+schemas = st.one_of(containers(inner_schemas), inner_schemas).map(
     lambda schema: {"$defs": DEFS, "allOf": [schema]}
 )
 
@@ -346,7 +347,9 @@ def _object_values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     others = (
         st.dictionaries(keys, values_for(extra), max_size=2) if extra is not False else st.just({})
     )
-    declared = st.fixed_dictionaries({}, optional={k: values_for(v) for k, v in props.items()})
+    required = {k: values_for(props.get(k, extra)) for k in schema.get("required", [])}
+    optional = {k: values_for(v) for k, v in props.items() if k not in required}
+    declared = st.fixed_dictionaries(required, optional=optional)
     return st.tuples(declared, others).map(lambda pair: {**pair[1], **pair[0]})
 
 

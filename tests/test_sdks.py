@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from guardrail.config import Settings
 
-from .fakes import FakeUpstream, completion
+from .fakes import FakeUpstream, completion, sse
 from .live import serve
 
 
@@ -148,3 +148,16 @@ def test_unchecked_stream_relayed(sdk: openai.OpenAI, fake: FakeUpstream) -> Non
         model="fake-model", messages=[{"role": "user", "content": "hi"}], stream=True
     )
     assert [c.choices[0].delta.content for c in stream] == ["hi"]
+
+
+@pytest.mark.parametrize("mode", ["buffer", "progressive"])
+def test_stream_helper_in_both_modes(sdk: openai.OpenAI, fake: FakeUpstream, mode: str) -> None:
+    fake.replies[:] = [sse(completion('{"name": "Ada", "age": 36}'))]
+    with sdk.chat.completions.stream(
+        model="fake-model",
+        messages=[{"role": "user", "content": "Ada, 36"}],
+        response_format=Person,
+        extra_headers={"X-Guardrail-Stream-Mode": mode},
+    ) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.parsed == Person(name="Ada", age=36)

@@ -130,3 +130,20 @@ def test_unchecked_requests_pass_through(sdk: openai.OpenAI) -> None:
     )
     assert raw.headers["x-guardrail-outcome"] == "unchecked"
     assert raw.parse().choices[0].message.content is not None
+
+
+@pytest.mark.parametrize("mode", ["buffer", "progressive"])
+def test_streams_through_guardrail(sdk: openai.OpenAI, mode: str) -> None:
+    stream = sdk.chat.completions.create(
+        model="smollm2",
+        messages=PROMPT,  # type: ignore[arg-type]
+        max_tokens=200,
+        stream=True,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "city", "schema": City.model_json_schema()},
+        },
+        extra_headers={"X-Guardrail-Stream-Mode": mode},
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    conforms(City, text)
