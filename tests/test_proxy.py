@@ -353,3 +353,51 @@ def test_malformed_upstream_sse_is_502(proxy: Proxy, reply: httpx.Response) -> N
     response = chat(client, stream=True)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_malformed_stream"
+
+
+def test_token_budget_stops_reasking(proxy: Proxy) -> None:
+    client, fake = proxy('{"name": "Ada"}', max_total_tokens=20)
+    response = chat(client)
+    assert response.status_code == 422
+    assert response.json()["error"]["attempts"] == 2  # 15 tokens, then 30 >= 20: stop
+    assert len(fake.requests) == 2
+
+
+def test_routes_pick_upstream_dialect_and_key_by_model(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCAL_KEY", "route-key")
+    toml = settings.schemas_dir.parent / "guardrail.toml"
+    toml.write_text(
+        """
+[guardrail]
+upstream = "http://default.test/v1"
+
+[[routes]]
+model = "small-*"
+upstream = "http://local.test/v1"
+dialect = "llamacpp"
+api_key_env = "LOCAL_KEY"
+max_attempts = 1
+"""
+    )
+    loaded = Settings.load(
+        {"database_url": settings.database_url, "schemas_dir": settings.schemas_dir},
+        env={},
+        config_file=toml,
+    )
+    fake = FakeUpstream(['{"name": "Ada"}'])
+    with TestClient(create_app(loaded, transport=fake.transport()), client=("127.0.0.1", 1)) as c:
+        routed = chat(c, model="small-135m")
+        default = chat(c, model="gpt-x", headers={"X-Guardrail-Max-Attempts": "1"})
+    first, second = fake.requests
+    assert str(first.url) == "http://local.test/v1/chat/completions"
+    assert first.headers["authorization"] == "Bearer route-key"
+    assert fake.bodies[0]["response_format"] == {
+        "type": "json_object",
+        "schema": fake.bodies[0]["response_format"]["schema"],
+    }
+    assert routed.json()["error"]["attempts"] == 1  # the route's max_attempts
+    assert str(second.url) == "http://default.test/v1/chat/completions"
+    assert fake.bodies[1]["response_format"]["type"] == "json_schema"
+    assert default.status_code == 422
