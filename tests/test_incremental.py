@@ -287,7 +287,8 @@ leaf_schemas = st.one_of(
 )
 
 
-def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+def shaped(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Object and array schemas over ``inner`` subschemas."""
     objects = optional(
         type=st.just("object"),
         properties=st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
@@ -304,16 +305,21 @@ def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         maxItems=st.integers(0, 3),
         minItems=st.integers(0, 2),
     )
+    return st.one_of(objects, arrays)
+
+
+def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    pairs = st.lists(inner, min_size=2, max_size=2)
     return st.one_of(
-        objects,
-        arrays,
-        st.lists(inner, min_size=2, max_size=2).map(lambda parts: {"allOf": parts}),
-        st.lists(inner, min_size=2, max_size=2).map(lambda parts: {"anyOf": parts}),
+        shaped(inner),
+        shaped(inner),
+        pairs.map(lambda parts: {"allOf": parts}),
+        pairs.map(lambda parts: {"anyOf": parts}),
     )
 
 
 inner_schemas = st.recursive(leaf_schemas, containers, max_leaves=8)
-schemas = st.one_of(containers(inner_schemas), inner_schemas).map(
+schemas = st.one_of(shaped(inner_schemas), shaped(inner_schemas), inner_schemas).map(
     lambda schema: {"$defs": DEFS, "allOf": [schema]}
 )
 
@@ -334,7 +340,9 @@ def values_for(schema: Any) -> st.SearchStrategy[Any]:
         return values_for(schema["allOf"][0])
     if "anyOf" in schema:
         return st.one_of([values_for(part) for part in schema["anyOf"]])
-    kind = schema.get("type")
+    kind = schema.get("type") or next(
+        (k for k, words in SHAPES.items() if words & set(schema)), None
+    )
     if isinstance(kind, list):
         return st.one_of([values_for({**schema, "type": k}) for k in kind])
     return VALUES.get(kind, lambda _: json_values)(schema)
@@ -360,6 +368,10 @@ def _array_values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     return st.tuples(prefix, rest).map(lambda pair: [*pair[0], *pair[1]])
 
 
+SHAPES = {
+    "object": {"properties", "additionalProperties", "patternProperties", "maxProperties"},
+    "array": {"items", "prefixItems", "maxItems", "minItems"},
+}
 VALUES: dict[Any, Callable[[dict[str, Any]], st.SearchStrategy[Any]]] = {
     "object": _object_values,
     "array": _array_values,
@@ -476,6 +488,24 @@ def test_valid_documents_never_abort(data: st.DataObject) -> None:
     assert checker.finish() is None
 
 
+def perturb(value: Any, draw: Callable[[st.SearchStrategy[Any]], Any]) -> Any:
+    """``value`` with a few near misses: a longer string, a number off by one, an extra item or
+    property, a wrong kind."""
+    if not draw(st.integers(0, 3)):
+        return draw(json_values)
+    if isinstance(value, list):
+        extra = [draw(json_values)] if draw(st.booleans()) else []
+        return [perturb(v, draw) for v in value] + extra
+    if isinstance(value, dict):
+        extra = draw(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=1))
+        return {**{k: perturb(v, draw) for k, v in value.items()}, **extra}
+    if isinstance(value, str):
+        return value + draw(st.text(alphabet=CHARS, max_size=2))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value + draw(st.sampled_from([-1, 1, 0.5]))
+    return value
+
+
 def mutate(text: str, draw: Callable[[st.SearchStrategy[Any]], Any]) -> str:
     at = draw(st.integers(0, len(text)))
     extra = draw(
@@ -497,6 +527,8 @@ def mutate(text: str, draw: Callable[[st.SearchStrategy[Any]], Any]) -> str:
 def test_verdicts_agree_with_the_validator(data: st.DataObject) -> None:
     schema = data.draw(schemas)
     value = data.draw(st.one_of(values_for(schema), json_values))
+    if data.draw(st.booleans()):
+        value = perturb(value, data.draw)
     text = render(value, data.draw)
     for _ in range(data.draw(st.integers(0, 2))):
         text = mutate(text, data.draw)

@@ -43,6 +43,7 @@ from .validation import CompiledSchema, Schema, Violation, compile_schema, json_
 # --------------------------------------------------------------------------------------------
 
 _KINDS: Final = ("object", "array", "string", "number", "boolean", "null")
+_SCALARS: Final = frozenset(_KINDS[2:])
 _ARTICLE: Final = {
     "object": "an object",
     "array": "an array",
@@ -108,7 +109,7 @@ _BOUND_TEXT: Final = {
 }
 
 # Patterns whose meaning may differ between Python's re and the validator's ECMA-262 flavour.
-_UNSAFE_PATTERN: Final = re.compile(r"\\[pPzZAkc]|\\[ux]\{|\[\[|\[:|\(\?(?![:=!])")
+_UNSAFE_PATTERN: Final = re.compile(r"\\[pPzZAkc]|\\[ux]\{|\{,|\[\[|\[:|\(\?(?![:=!])")
 # Keys on which safe patterns mean the same in both flavours (no newline for `$`, no \d or \w
 # over non-ASCII letters).
 _SAFE_KEY: Final = re.compile(r"[\x20-\x7e]*")
@@ -292,13 +293,24 @@ class _StringRules:
 
 @dataclass(frozen=True, slots=True)
 class _Dialect:
+    """What differs between the drafts, for the keywords views read."""
+
     id_keyword: str
     ref_overrides: bool  # drafts 4-7: "$ref" replaces its siblings
     tuple_items: bool  # before 2020-12: "items" may be an array, continued by "additionalItems"
+    unknown: frozenset[str] = frozenset()  # keywords of later drafts, ignored by this one
+
+    def known(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """``schema`` without the keywords this draft doesn't know."""
+        if self.unknown.isdisjoint(schema):
+            return schema
+        return {k: v for k, v in schema.items() if k not in self.unknown}
 
 
 _DIALECTS: Final = {
-    "http://json-schema.org/draft-04/schema": _Dialect("id", True, True),
+    "http://json-schema.org/draft-04/schema": _Dialect(
+        "id", True, True, frozenset({"const", "propertyNames"})
+    ),
     "http://json-schema.org/draft-06/schema": _Dialect("$id", True, True),
     "http://json-schema.org/draft-07/schema": _Dialect("$id", True, True),
     "https://json-schema.org/draft/2019-09/schema": _Dialect("$id", False, True),
@@ -335,7 +347,8 @@ class _View:
         self._compiler = compiler
         self._children: dict[str, _View | None] = {}
         self._items: dict[int, _View] = {}
-        self.parts = tuple(p for p in parts if isinstance(p[0], dict))
+        known = compiler.dialect.known
+        self.parts = tuple((known(s), r) for s, r in parts if isinstance(s, dict))
         schemas = [s for s, _ in self.parts]
         self.rejects = _rejects(schemas, any(s is False for s, _ in parts))
         self.integer = any(map(_integer_only, schemas))
@@ -575,9 +588,9 @@ _ESCAPE: Final = re.compile(r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})').match
 # At a backslash: the longest proper prefix of an escape there.
 _ESCAPE_START: Final = cast(_Run, re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?").match)
 _HIGH_SURROGATE_END: Final = re.compile(r"(\\+)u[dD][89abAB][0-9a-fA-F]{2}\Z").search
-_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?").match
+_NUMBER_TOKEN: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?").match
 _NUMBER_CHARS: Final = frozenset("0123456789+-.eE")
-_TAG: Final = cast(_Run, re.compile(r"[\w+.-]*", re.ASCII).match)  # a fence's info string
+_INFO_STRING: Final = cast(_Run, re.compile(r"[\w+.-]*", re.ASCII).match)  # a fence's info string
 _LETTERS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LOW_SURROGATE: Final = frozenset("cdefCDEF")
 
@@ -616,30 +629,21 @@ _LITERALS: Final = {"t": ("true", True), "f": ("false", False), "n": ("null", No
 
 # Parser states (indexes into the handler table).
 (
-    PROSE,  # before the root, skipping anything up to the first '{' or '['
-    LEAD,  # before the root: whitespace, at most one ``` fence opener
-    TICKS,  # inside a ``` fence opener
-    TAG,  # after a ``` fence opener: its info string (json, ...)
-    VALUE,  # a value is due
-    FIRST_ITEM,  # after '['
-    FIRST_KEY,  # after '{'
-    KEY,  # after ',' in an object
-    COLON,  # after a key
-    AFTER,  # after a value inside a container
-    STRING,  # inside a string (a value or a key)
-    NUMBER,  # inside a number
-    LITERAL,  # inside true / false / null
-    DONE,  # the root value is complete; the rest is ignored
+    _PROSE,  # before the root, skipping anything up to the first '{' or '['
+    _LEAD,  # before the root: whitespace, at most one ``` fence opener
+    _TICKS,  # inside a ``` fence opener
+    _TAG,  # after a ``` fence opener: its info string (json, ...)
+    _VALUE,  # a value is due
+    _FIRST_ITEM,  # after '['
+    _FIRST_KEY,  # after '{'
+    _KEY,  # after ',' in an object
+    _COLON,  # after a key
+    _AFTER,  # after a value inside a container
+    _STRING,  # inside a string (a value or a key)
+    _NUMBER,  # inside a number
+    _LITERAL,  # inside true / false / null
+    _DONE,  # the root value is complete; the rest is ignored
 ) = range(14)
-
-_EXPECTED: Final = {
-    VALUE: "a value",
-    FIRST_ITEM: "a value or ']'",
-    FIRST_KEY: "a property name or '}'",
-    KEY: "a property name in double quotes",
-    COLON: "':'",
-    LEAD: "a JSON value",
-}
 
 
 class _Stop(Exception):
@@ -712,8 +716,8 @@ class IncrementalChecker:
         self._next = root  # the view of the value due next
         self._value = root  # the view of the scalar being read
         self._stack: list[_Frame] = []
-        wants = {"object", "array"}.difference(root.rejects)
-        self._state = PROSE if wants and len(root.rejects) >= 4 else LEAD
+        wants_container = root.rejects.keys() >= _SCALARS and len(root.rejects) < len(_KINDS)
+        self._state = _PROSE if wants_container else _LEAD
         self._offset = 0  # characters fed before the current piece
         self._text: list[str] = []  # the pieces fed since the root value started
         self._text_base = 0  # the offset of self._text[0]
@@ -740,11 +744,11 @@ class IncrementalChecker:
             self._fence_ticks,
             self._fence_tag,
             self._value_start,
-            self._scan,  # FIRST_ITEM
-            self._scan,  # FIRST_KEY
+            self._scan,  # _FIRST_ITEM
+            self._scan,  # _FIRST_KEY
             self._key,
             self._colon,
-            self._scan,  # AFTER
+            self._scan,  # _AFTER
             self._string,
             self._number,
             self._literal,
@@ -752,9 +756,9 @@ class IncrementalChecker:
         )
         # The char-level handlers of the states the fast lane (``_scan``) serves.
         self._exact: dict[int, Callable[[str, int], int]] = {
-            FIRST_ITEM: self._first_item,
-            FIRST_KEY: self._first_key,
-            AFTER: self._after,
+            _FIRST_ITEM: self._first_item,
+            _FIRST_KEY: self._first_key,
+            _AFTER: self._after,
         }
         self._takers = (self._take_string, self._take_number, self._take_literal, self._take_opener)
         self._openers: dict[str, Callable[[str, int, _View], int]] = {
@@ -772,7 +776,7 @@ class IncrementalChecker:
         """Read the next piece of the answer; the first definite violation so far, or None."""
         if self._result is not None or self._finished:
             return self._result
-        if self._state == DONE:
+        if self._state == _DONE:
             self._offset += len(text)
             return None
         if self._root_start >= 0:
@@ -794,9 +798,9 @@ class IncrementalChecker:
             return self._result
         self._finished = True
         try:
-            if self._state == NUMBER:
+            if self._state == _NUMBER:
                 self._root_number()
-            self._result = self._validate() if self._state == DONE else self._incomplete()
+            self._result = self._validate() if self._state == _DONE else self._incomplete()
         except _Stop as stop:
             self._result = stop.violation
         return self._result
@@ -848,7 +852,7 @@ class IncrementalChecker:
         found = _OPENER(text, i)
         if found is None:
             return len(text)
-        self._state = VALUE
+        self._state = _VALUE
         return found.start()
 
     def _lead(self, text: str, i: int) -> int:
@@ -856,9 +860,9 @@ class IncrementalChecker:
         if i < len(text):
             if text[i] == "`" and not self._fenced:
                 self._fenced = True
-                self._state = TICKS
+                self._state = _TICKS
             else:
-                self._state = VALUE
+                self._state = _VALUE
         return i
 
     def _fence_ticks(self, text: str, i: int) -> int:
@@ -868,18 +872,18 @@ class IncrementalChecker:
             self._ticks += 1
             i += 1
         if self._ticks == 3:
-            self._state = TAG
+            self._state = _TAG
         return i
 
     def _fence_tag(self, text: str, i: int) -> int:
         if not self._tagged:
             if text[i] not in _LETTERS:  # no info string: the value (or whitespace) follows
-                self._state = LEAD
+                self._state = _LEAD
                 return i
             self._tagged = True
-        end = _TAG(text, i).end()
+        end = _INFO_STRING(text, i).end()
         if end < len(text):
-            self._state = LEAD
+            self._state = _LEAD
         return end
 
     # -- values -------------------------------------------------------------------------------
@@ -912,7 +916,7 @@ class IncrementalChecker:
         handler of the state, which finds exactly where it fails.
         """
         stack, n = self._stack, len(text)
-        first = self._state != AFTER
+        first = self._state != _AFTER
         while i < n:
             frame = stack[-1]
             found = (_MEMBER if frame.is_object else _ITEM)(text, i)
@@ -941,7 +945,7 @@ class IncrementalChecker:
                 view, kind = frame.view.item(frame.index), last - 2
             i = found.end()
             self._takers[kind](found[last], view, i)
-            first = self._state != AFTER
+            first = self._state != _AFTER
         return i
 
     def _count_item(self, frame: _Frame) -> None:
@@ -979,24 +983,24 @@ class IncrementalChecker:
         if refused is not None:
             self._fail(len(self._stack), *refused)
         self._stack.append(_Frame(view, is_object))
-        self._state = FIRST_KEY if is_object else FIRST_ITEM
+        self._state = _FIRST_KEY if is_object else _FIRST_ITEM
 
     def _end_value(self, end: int) -> None:
         """A value ended just before offset ``end`` (of the whole answer)."""
         if self._stack:
-            self._state = AFTER
+            self._state = _AFTER
         else:
-            self._state = DONE
+            self._state = _DONE
             self._root_end = end
 
     def _open_object(self, text: str, i: int, view: _View) -> int:
         self._stack.append(_Frame(view, True))
-        self._state = FIRST_KEY
+        self._state = _FIRST_KEY
         return i + 1
 
     def _open_array(self, text: str, i: int, view: _View) -> int:
         self._stack.append(_Frame(view, False))
-        self._state = FIRST_ITEM
+        self._state = _FIRST_ITEM
         return i + 1
 
     def _close(self, i: int) -> int:
@@ -1011,10 +1015,10 @@ class IncrementalChecker:
         c, frame = text[i], self._stack[-1]
         if c == "]":
             return self._close(i)
-        if c in _VALUE_START and frame.view.max_items == 0:
-            self._fail(len(self._stack) - 1, "maxItems", "the array has more than 0 items")
+        if c in _VALUE_START:
+            self._count_item(frame)
         self._next = frame.view.item(0)
-        self._state = VALUE
+        self._state = _VALUE
         return i
 
     def _after(self, text: str, i: int) -> int:
@@ -1027,16 +1031,12 @@ class IncrementalChecker:
         frame = self._stack[-1]
         if c == ",":
             if frame.is_object:
-                self._state = KEY
+                self._state = _KEY
                 return self._key(text, i + 1) if i + 1 < len(text) else i + 1
             frame.index += 1
-            limit = frame.view.max_items
-            if limit is not None and frame.index >= limit:
-                self._fail(
-                    len(self._stack) - 1, "maxItems", f"the array has more than {limit} items"
-                )
+            self._count_item(frame)
             self._next = frame.view.item(frame.index)
-            self._state = VALUE
+            self._state = _VALUE
             return self._value_start(text, i + 1) if i + 1 < len(text) else i + 1
         if c == ("}" if frame.is_object else "]"):
             return self._close(i)
@@ -1073,7 +1073,7 @@ class IncrementalChecker:
             return i + 1
         self._key_done(found.group(1))
         self._next = frame.child
-        self._state = VALUE
+        self._state = _VALUE
         end = found.end()
         return self._value_start(text, end) if end < len(text) else end
 
@@ -1106,7 +1106,7 @@ class IncrementalChecker:
         if text[i] != ":":
             self._syntax(text, i, "':'")
         self._next = self._stack[-1].child
-        self._state = VALUE
+        self._state = _VALUE
         return i + 1
 
     # -- strings ------------------------------------------------------------------------------
@@ -1140,7 +1140,7 @@ class IncrementalChecker:
         self._is_key = is_key
         self._length = 0
         self._raw = [] if is_key or (rules is not None and rules.choices) else None
-        self._state = STRING
+        self._state = _STRING
 
     def _string(self, text: str, i: int) -> int:
         if self._escape:
@@ -1225,8 +1225,8 @@ class IncrementalChecker:
             return raw
         try:
             decoded: str = orjson.loads('"' + raw + '"')
-        except orjson.JSONDecodeError as exc:
-            self._fail(len(self._stack), "json", f"the answer is not JSON: {exc}")
+        except orjson.JSONDecodeError as exc:  # a lone surrogate
+            self._fail(self._string_depth(), "json", f"the answer is not JSON: {exc}")
         return decoded
 
     def _check_prefix(self, rules: _StringRules) -> None:
@@ -1259,7 +1259,7 @@ class IncrementalChecker:
         text = self._decode("".join(raw))
         if self._is_key:
             self._key_done(text)
-            self._state = COLON
+            self._state = _COLON
             return end
         if self._rules is not None:
             self._string_done(self._rules, text, len(self._stack))
@@ -1270,7 +1270,7 @@ class IncrementalChecker:
 
     def _open_number(self, text: str, i: int, view: _View) -> int:
         self._value = view
-        found = _NUMBER(text, i)
+        found = _NUMBER_TOKEN(text, i)
         if found is not None:
             end = found.end()
             if end < len(text) and text[end] not in _NUMBER_CHARS:
@@ -1279,7 +1279,7 @@ class IncrementalChecker:
         self._token = []
         self._number_state = 0
         self._number_end = -1
-        self._state = NUMBER
+        self._state = _NUMBER
         return i
 
     def _number(self, text: str, i: int) -> int:
@@ -1346,7 +1346,7 @@ class IncrementalChecker:
             self._literal_done(self._offset + i + len(word))
             return i + len(word)
         self._word_at = 0
-        self._state = LITERAL
+        self._state = _LITERAL
         return i
 
     def _literal(self, text: str, i: int) -> int:

@@ -35,7 +35,7 @@ from .streaming import (
     sse_events,
     violation_event,
 )
-from .upstream.client import Reply, read_body
+from .upstream.client import Reply
 from .upstream.dialects import Constraint
 from .upstream.routing import Router, Upstream
 from .validation import CompiledSchema, Limits, Violation, check_schema, compile_schema, fingerprint
@@ -295,13 +295,13 @@ class Pipeline:
                 "POST", translation.path, upstream.headers(headers), orjson.dumps(translation.body)
             )
         )
-        if response.status_code >= 400 or not response.headers.get("content-type", "").startswith(
+        if response.status >= 400 or not response.headers.get("content-type", "").startswith(
             "text/event-stream"
         ):
-            content = b"".join([chunk async for chunk in read_body(response, 60)])
+            content = b"".join([chunk async for chunk in response.chunks])
             await stack.aclose()
-            if response.status_code >= 400:
-                return Answer(response.status_code, _error_headers(response.headers), content)
+            if response.status >= 400:
+                return Answer(response.status, _error_headers(response.headers), content)
             raise UpstreamUnavailable("the upstream did not stream its answer")
         checker = StreamChecker(
             target.response.schema if target.response else None,
@@ -310,7 +310,7 @@ class Pipeline:
 
         async def events() -> AsyncIterator[bytes]:
             try:
-                async for chunk in sse_events(read_body(response, upstream.client.timeout)):
+                async for chunk in sse_events(response.chunks):
                     found = checker.feed(chunk)
                     if found is not None:
                         yield violation_event(found)

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 from ..errors import BadRequest, MalformedJSON
 from ..pipeline import Pipeline, Stream
 from ..streaming import completion_events
-from ..upstream.client import end_to_end, read_body
+from ..upstream.client import end_to_end
 from ..upstream.routing import Router
 from .http import read_body as read_request_body
 from .http import unless_disconnected
@@ -86,16 +86,14 @@ class ProxyAPI:
 
         async def relay_body() -> AsyncIterator[bytes]:
             try:
-                async for chunk in read_body(response, upstream.client.timeout):
+                async for chunk in response.chunks:
                     yield chunk
             finally:
                 await stack.aclose()
 
-        reply_headers = end_to_end(response.headers)
+        reply_headers = dict(response.headers)
         reply_headers["x-guardrail-outcome"] = "unchecked"
-        return StreamingResponse(
-            relay_body(), status_code=response.status_code, headers=reply_headers
-        )
+        return StreamingResponse(relay_body(), status_code=response.status, headers=reply_headers)
 
 
 def _chat_body(raw: bytes) -> dict[str, Any]:

@@ -52,6 +52,15 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Opened:
+    """An upstream response whose body is still arriving: iterate ``chunks`` to read it."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     max_connections: int = 100
     max_keepalive: int = 20
@@ -95,20 +104,21 @@ class UpstreamClient:
         async with self.stream(method, path, headers, content) as response:
             chunks: list[bytes] = []
             size = 0
-            async for chunk in read_body(response, self.timeout):
+            async for chunk in response.chunks:
                 size += len(chunk)
                 if size > self.limits.max_response_bytes:
                     raise UpstreamUnavailable(
                         f"upstream response exceeds {self.limits.max_response_bytes} bytes"
                     )
                 chunks.append(chunk)
-            return Reply(response.status_code, end_to_end(response.headers), b"".join(chunks))
+            return Reply(response.status, response.headers, b"".join(chunks))
 
     @asynccontextmanager
     async def stream(
         self, method: str, path: str, headers: Mapping[str, str], content: bytes
-    ) -> AsyncIterator[httpx.Response]:
-        """An open upstream response; read its body with ``read_body``; closed on exit."""
+    ) -> AsyncIterator[Opened]:
+        """The upstream's response as soon as its headers arrive; closed on exit (which stops
+        a streaming upstream's generation)."""
         request = httpx.Request(
             method,
             self.url(path),
@@ -125,19 +135,22 @@ class UpstreamClient:
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"cannot reach the upstream {self.base_url}: {exc}") from None
         try:
-            yield response
+            yield Opened(response.status_code, end_to_end(response.headers), self._body(response))
         finally:
             await response.aclose()
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-
-async def read_body(response: httpx.Response, timeout: float) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-    except httpx.TimeoutException:
-        raise UpstreamTimeout(f"the upstream stalled for more than {timeout:g} s") from None
-    except httpx.HTTPError as exc:
-        raise UpstreamUnavailable(f"the upstream connection failed mid-response: {exc}") from None
+    async def _body(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(
+                f"the upstream stalled for more than {self.timeout:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(
+                f"the upstream connection failed mid-response: {exc}"
+            ) from None
