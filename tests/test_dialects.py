@@ -94,7 +94,7 @@ SCHEMA_CASES: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         "llamacpp",
         {**REST, "response_format": {"type": "json_object", "schema": ORDER}},
         "/chat/completions",
-        ("multipleOf", "uniqueItems"),
+        ("minimum", "multipleOf", "uniqueItems"),
     ),
     (
         "ollama",
@@ -106,7 +106,7 @@ SCHEMA_CASES: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
             },
         },
         "/chat/completions",
-        ("multipleOf", "uniqueItems"),
+        ("minimum", "multipleOf", "uniqueItems"),
     ),
     (
         "tgi",

@@ -212,6 +212,16 @@ AT_FINISH: list[tuple[str, Schema, str, tuple[str, str] | None]] = [
     ),
     ("an integer-valued float is an integer", {"items": {"type": "integer"}}, "[3.0]", None),
     ("1 equals 1.0 in an enum", {"items": {"enum": [1]}}, "[1.0]", None),
+    ("an enum past a surrogate pair", {"enum": ["😀!"]}, '"\\ud83d\\ude00!"', None),
+    ("an escaped backslash before u", {"enum": ["\\ud83d!"]}, '"\\\\ud83d!"', None),
+    ("a nullable array may be null", {"type": ["array", "null"]}, "null", None),
+    ("a root number may stop short", {"type": "integer"}, "12.", None),
+    (
+        "draft-04 has no const",
+        {"$schema": "http://json-schema.org/draft-04/schema#", "const": 1},
+        "2",
+        None,
+    ),
 ]
 
 
@@ -290,7 +300,7 @@ leaf_schemas = st.one_of(
 def shaped(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """Object and array schemas over ``inner`` subschemas."""
     objects = optional(
-        type=st.just("object"),
+        type=st.sampled_from(["object", ["object", "null"]]),
         properties=st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
         additionalProperties=st.one_of(st.just(False), inner),
         patternProperties=st.dictionaries(st.sampled_from(["^x", "b$"]), inner, max_size=1),
@@ -299,7 +309,7 @@ def shaped(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         propertyNames=st.sampled_from([{"maxLength": 2}, {"enum": ["a", "ab", "x1"]}]),
     )
     arrays = optional(
-        type=st.just("array"),
+        type=st.sampled_from(["array", ["array", "string"]]),
         items=inner,
         prefixItems=st.lists(inner, min_size=1, max_size=2),
         maxItems=st.integers(0, 3),
@@ -542,3 +552,29 @@ def test_verdicts_agree_with_the_validator(data: st.DataObject) -> None:
             return
     found = checker.finish()
     assert (found is None) == valid, (text, found)
+
+
+def test_a_violation_sticks() -> None:
+    checker = IncrementalChecker({"type": "array"})
+    found = checker.feed("{")
+    assert found is not None and found.keyword == "type"
+    assert checker.feed("]") is found
+    assert checker.finish() is found
+    assert checker.feed("[]") is found
+
+
+def test_finish_twice_and_the_rest_ignored() -> None:
+    checker = IncrementalChecker({"type": "object", "required": ["a"]})
+    assert checker.feed('{"a": 1}') is None
+    assert checker.feed(" trailing {") is None
+    assert checker.finish() is None
+    assert checker.finish() is None
+
+
+def test_long_runs_stay_linear() -> None:
+    """Whitespace and strings far longer than the pieces (no rescanning from their start)."""
+    text = '{"a": "' + "x" * 200_000 + '",' + " " * 200_000 + '"b": [' + "\n" * 200_000 + "1]}"
+    checker = IncrementalChecker({"properties": {"b": {"maxItems": 1}}})
+    for at in range(0, len(text), 7):
+        assert checker.feed(text[at : at + 7]) is None
+    assert checker.finish() is None

@@ -421,7 +421,8 @@ class _View:
 
     def item(self, index: int) -> _View:
         """The view of the array item at ``index``."""
-        index = min(index, self._prefix_len)
+        if index > self._prefix_len:
+            index = self._prefix_len  # every item past the prefix has the same view
         hit = self._items.get(index)
         if hit is None:
             parts: list[Part] = []
@@ -578,16 +579,16 @@ _VALUE_TOKEN: Final = (  # groups: a string without escapes, a number, a literal
     r"|([{\[]))"
 )
 # The fast lane's tokens: a whole member (`, "key": value`) or item (`, value`), the comma
-# optional (there is none before the first), and a closing bracket.
+# optional (there is none before the first).
+# (Each whitespace run is followed by a distinct character: no quadratic backtracking.)
 _MEMBER: Final = re.compile(
-    rf'{_WS_RUN}(,)?{_WS_RUN}"([^"\\\x00-\x1f]*)"{_WS_RUN}:{_WS_RUN}{_VALUE_TOKEN}'
+    rf'{_WS_RUN}(?:(,){_WS_RUN})?"([^"\\\x00-\x1f]*)"{_WS_RUN}:{_WS_RUN}{_VALUE_TOKEN}'
 ).match
-_ITEM: Final = re.compile(rf"{_WS_RUN}(,)?{_WS_RUN}{_VALUE_TOKEN}").match
-_CLOSER: Final = re.compile(rf"{_WS_RUN}([}}\]])").match
+_ITEM: Final = re.compile(rf"{_WS_RUN}(?:(,){_WS_RUN})?{_VALUE_TOKEN}").match
 _ESCAPE: Final = re.compile(r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})').match
 # At a backslash: the longest proper prefix of an escape there.
 _ESCAPE_START: Final = cast(_Run, re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?").match)
-_HIGH_SURROGATE_END: Final = re.compile(r"(\\+)u[dD][89abAB][0-9a-fA-F]{2}\Z").search
+_HIGH_SURROGATE_END: Final = re.compile(r"u[dD][89abAB][0-9a-fA-F]{2}\Z").match
 _NUMBER_TOKEN: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?").match
 _NUMBER_CHARS: Final = frozenset("0123456789+-.eE")
 _INFO_STRING: Final = cast(_Run, re.compile(r"[\w+.-]*", re.ASCII).match)  # a fence's info string
@@ -921,10 +922,10 @@ class IncrementalChecker:
             frame = stack[-1]
             found = (_MEMBER if frame.is_object else _ITEM)(text, i)
             if found is None or (found[1] is None) != first:
-                closed = _CLOSER(text, i)
-                if closed is None or closed[1] != ("}" if frame.is_object else "]"):
-                    return self._exact[self._state](text, i)
-                i = closed.end()
+                i = _skip_space(text, i)
+                if i == n or text[i] != ("}" if frame.is_object else "]"):
+                    return self._exact[self._state](text, i) if i < n else i
+                i += 1
                 stack.pop()
                 self._end_value(self._offset + i)
                 if not stack:
@@ -1009,7 +1010,7 @@ class IncrementalChecker:
         return i + 1
 
     def _first_item(self, text: str, i: int) -> int:
-        i = _WS(text, i).end()
+        i = _skip_space(text, i)
         if i == len(text):
             return i
         c, frame = text[i], self._stack[-1]
@@ -1045,7 +1046,7 @@ class IncrementalChecker:
     # -- objects ------------------------------------------------------------------------------
 
     def _first_key(self, text: str, i: int) -> int:
-        i = _WS(text, i).end()
+        i = _skip_space(text, i)
         if i == len(text):
             return i
         if text[i] == "}":
@@ -1055,7 +1056,7 @@ class IncrementalChecker:
         self._syntax(text, i, "a property name or '}'")
 
     def _key(self, text: str, i: int) -> int:
-        i = _WS(text, i).end()
+        i = _skip_space(text, i)
         if i == len(text):
             return i
         if text[i] == '"':
@@ -1100,7 +1101,7 @@ class IncrementalChecker:
         frame.child = child
 
     def _colon(self, text: str, i: int) -> int:
-        i = _WS(text, i).end()
+        i = _skip_space(text, i)
         if i == len(text):
             return i
         if text[i] != ":":
@@ -1234,9 +1235,10 @@ class IncrementalChecker:
         assert self._raw is not None
         raw = "".join(self._raw)
         self._raw[:] = [raw]
-        cut = _HIGH_SURROGATE_END(raw)
-        if cut is not None and len(cut.group(1)) % 2:
-            raw = raw[:-6]  # its low surrogate may follow
+        if _HIGH_SURROGATE_END(raw, max(len(raw) - 5, 0)) is not None:
+            head = raw[:-5]
+            if (len(head) - len(head.rstrip("\\"))) % 2:  # "\\uD83D" is no escape
+                raw = raw[:-6]  # a high surrogate: its low surrogate may follow
         decoded: str | None = None
         for choice in rules.choices:
             # Over 12 raw characters per decoded one are impossible (a pair of \u escapes).
@@ -1370,6 +1372,11 @@ class IncrementalChecker:
 
     def _done(self, text: str, i: int) -> int:
         return len(text)
+
+
+def _skip_space(text: str, i: int) -> int:
+    """The index of the first non-whitespace character at or after ``i`` (or ``len(text)``)."""
+    return _WS(text, i).end() if text[i] in _WS_CHARS else i
 
 
 def _clip(text: str) -> str:

@@ -17,7 +17,8 @@ from typing import Any, Final, Literal, Protocol
 
 import orjson
 
-from ..portability import LLAMACPP_IGNORED, OPENAI_STRICT_UNSUPPORTED, keywords_used
+from ..portability import OPENAI_STRICT_UNSUPPORTED, keywords_used
+from .grammar import lower_for_grammar
 
 JSON = dict[str, Any]
 CHAT: Final = "/chat/completions"
@@ -280,10 +281,6 @@ _vllm_relaxed = _unenforced(_VLLM, _XGRAMMAR_PARTIAL)
 _outlines_relaxed = _unenforced(_OUTLINES)
 
 
-def _llamacpp_relaxed(schema: JSON) -> set[str]:
-    return keywords_used(schema) & LLAMACPP_IGNORED
-
-
 def _vllm_fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set[str]]:
     return {"structured_outputs": {"json": schema}}, _vllm_relaxed(schema)
 
@@ -295,14 +292,16 @@ def _vllm_guided_fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set
 
 def _llamacpp_fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set[str]]:
     # The form both llama.cpp's server and llama-cpp-python's server accept.
-    return {"response_format": {"type": "json_object", "schema": schema}}, _llamacpp_relaxed(schema)
+    lowered, relaxed = lower_for_grammar(schema)
+    return {"response_format": {"type": "json_object", "schema": lowered}}, relaxed
 
 
 def _ollama_fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set[str]]:
     # Ollama's /v1/chat/completions reads response_format only (its native `format` field belongs
     # to /api/chat): a json_schema there becomes `format`, compiled by llama.cpp's converter.
-    spec = {"type": "json_schema", "json_schema": {"name": constraint.name, "schema": schema}}
-    return {"response_format": spec}, _llamacpp_relaxed(schema)
+    lowered, relaxed = lower_for_grammar(schema)
+    spec = {"type": "json_schema", "json_schema": {"name": constraint.name, "schema": lowered}}
+    return {"response_format": spec}, relaxed
 
 
 def _tgi_fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set[str]]:
