@@ -22,6 +22,7 @@ from guardrail.incremental import IncrementalChecker
 from guardrail.validation import Schema, Violation, compile_schema
 
 MARK = "‸"
+Draw = Callable[[st.SearchStrategy[Any]], Any]
 
 
 def first_violation(
@@ -355,7 +356,11 @@ def values_for(schema: Any) -> st.SearchStrategy[Any]:
     )
     if isinstance(kind, list):
         return st.one_of([values_for({**schema, "type": k}) for k in kind])
-    return VALUES.get(kind, lambda _: json_values)(schema)
+    return VALUES.get(kind, _any_values)(schema)
+
+
+def _any_values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    return json_values
 
 
 def _object_values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
@@ -408,25 +413,29 @@ def escape(char: str, how: int) -> str:
     )
 
 
-def render(value: Any, draw: Callable[[st.SearchStrategy[Any]], Any]) -> str:
+def space(draw: Draw) -> str:
+    return str(draw(SPACE))
+
+
+def render(value: Any, draw: Draw) -> str:
     """JSON text for ``value`` with random whitespace, escapes and number spellings."""
     if isinstance(value, str):
         return '"' + "".join(escape(c, draw(st.integers(0, 2))) for c in value) + '"'
     if isinstance(value, list):
-        items = [draw(SPACE) + render(v, draw) + draw(SPACE) for v in value]
-        return "[" + ",".join(items) + draw(SPACE) + "]"
+        items = [space(draw) + render(v, draw) + space(draw) for v in value]
+        return "[" + ",".join(items) + space(draw) + "]"
     if isinstance(value, dict):
         members = [
-            draw(SPACE) + render(k, draw) + draw(SPACE) + ":" + draw(SPACE) + render(v, draw)
+            space(draw) + render(k, draw) + space(draw) + ":" + space(draw) + render(v, draw)
             for k, v in value.items()
         ]
-        return "{" + ",".join(members) + draw(SPACE) + "}"
+        return "{" + ",".join(members) + space(draw) + "}"
     if isinstance(value, float) and value.is_integer() and draw(st.booleans()):
         return f"{int(value)}e0"
     return json.dumps(value)
 
 
-def split(text: str, draw: Callable[[st.SearchStrategy[Any]], Any]) -> list[str]:
+def split(text: str, draw: Draw) -> list[str]:
     cuts = sorted(set(draw(st.lists(st.integers(0, len(text)), max_size=len(text) // 2 + 1))))
     return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True) if b > a]
 
@@ -498,7 +507,7 @@ def test_valid_documents_never_abort(data: st.DataObject) -> None:
     assert checker.finish() is None
 
 
-def perturb(value: Any, draw: Callable[[st.SearchStrategy[Any]], Any]) -> Any:
+def perturb(value: Any, draw: Draw) -> Any:
     """``value`` with a few near misses: a longer string, a number off by one, an extra item or
     property, a wrong kind."""
     if not draw(st.integers(0, 3)):
@@ -516,9 +525,9 @@ def perturb(value: Any, draw: Callable[[st.SearchStrategy[Any]], Any]) -> Any:
     return value
 
 
-def mutate(text: str, draw: Callable[[st.SearchStrategy[Any]], Any]) -> str:
+def mutate(text: str, draw: Draw) -> str:
     at = draw(st.integers(0, len(text)))
-    extra = draw(
+    extra: str = draw(
         st.sampled_from(
             ['"', "{", "}", "[", "]", ",", ":", "1", ".", "e", "-", "\\", "a", "t", " "]
         )

@@ -15,9 +15,11 @@ Two halves:
   and items. Whatever it can't follow precisely (``anyOf``, ``oneOf``, ``if``, ``not``,
   ``$dynamicRef``, remote refs, ...) it leaves out: JSON Schema keywords are conjunctive, so fewer
   checks never raise a false alarm, and ``finish`` sees everything.
-* The parser. A state machine over characters with one handler per state (a table). Handlers jump
-  over runs with compiled regexes and carry only an unfinished token across chunks, so a stream
-  costs O(n) in all.
+* The parser. A state machine over characters with one handler per state (a table), which
+  carries only an unfinished token across pieces, so a stream costs O(n) in all. Between the
+  members of a container a fast lane (``_scan``) takes a whole member or item with one regex
+  match when it lies inside the piece; what it can't take (a token cut by the piece's end, an
+  escape, an error) goes to the char-level handlers, which find exactly where a violation starts.
 
 Leading whitespace and a ``` fence opener are skipped; when the root schema wants an object or an
 array, so is any prose before the first ``{`` or ``[``. Text after the root value is ignored.
@@ -1108,7 +1110,7 @@ class IncrementalChecker:
             self._syntax(text, i, "':'")
         self._next = self._stack[-1].child
         self._state = _VALUE
-        return i + 1
+        return self._value_start(text, i + 1) if i + 1 < len(text) else i + 1
 
     # -- strings ------------------------------------------------------------------------------
 
@@ -1163,7 +1165,7 @@ class IncrementalChecker:
                 break
             c = text[end]
             if c == '"':
-                return self._end_string(end + 1)
+                return self._end_string(text, end + 1)
             if c != "\\":
                 self._syntax(text, end, "an escape sequence instead of a control character")
             i = self._escape_at(text, end)
@@ -1253,7 +1255,7 @@ class IncrementalChecker:
                 choice.refusal(raw if decoded is None else decoded, True),
             )
 
-    def _end_string(self, end: int) -> int:
+    def _end_string(self, piece: str, end: int) -> int:
         raw = self._raw
         if raw is None:
             self._end_value(self._offset + end)
@@ -1262,7 +1264,7 @@ class IncrementalChecker:
         if self._is_key:
             self._key_done(text)
             self._state = _COLON
-            return end
+            return self._colon(piece, end) if end < len(piece) else end
         if self._rules is not None:
             self._string_done(self._rules, text, len(self._stack))
         self._end_value(self._offset + end)

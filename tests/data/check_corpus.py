@@ -7,7 +7,8 @@ Asserts for every case that:
 - ``valid``: the raw output parses with ``json.loads`` as is and validates against the schema,
   and ``expected_value`` equals the parsed output;
 - ``repaired``: ``expected_value`` validates against the schema, while the raw output does not
-  already parse as is into a schema-valid value;
+  already parse as is into a schema-valid value; and every string in it (keys and values) occurs
+  in the raw output, ignoring case, since repairs may not invent data;
 - ``failed``: ``expected_value`` is null and the raw output does not already parse as is into a
   schema-valid value.
 
@@ -32,9 +33,14 @@ KEYS = {"id", "schema", "model", "prompt", "output", "expected", "expected_value
 LABELS = ("valid", "repaired", "failed")
 MIN_CASES = 100
 MIN_PER_SCHEMA = 15
+# Formats used by the schemas. jsonschema checks "date-time" only when rfc3339-validator is
+# installed and silently passes it otherwise, which would make the labels unverifiable.
+REQUIRED_FORMATS = ("date", "date-time", "email")
 
 
 def load_validators() -> dict[str, Draft202012Validator]:
+    missing = [f for f in REQUIRED_FORMATS if f not in Draft202012Validator.FORMAT_CHECKER.checkers]
+    assert not missing, f"jsonschema cannot check formats {missing}: pip install rfc3339-validator"
     validators: dict[str, Draft202012Validator] = {}
     for path in sorted(SCHEMA_DIR.glob("*.json")):
         schema = json.loads(path.read_text(encoding="utf-8"))
@@ -57,6 +63,24 @@ def parses_valid_as_is(output: str, validator: Draft202012Validator) -> bool:
 def first_error(value: Any, validator: Draft202012Validator) -> str:
     error = next(iter(validator.iter_errors(value)), None)
     return "" if error is None else f"{error.json_path}: {error.message}"
+
+
+def strings_in(value: Any) -> list[str]:
+    """All object keys and string values in a JSON value."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in [key, *strings_in(item)]]
+    if isinstance(value, list):
+        return [s for item in value for s in strings_in(item)]
+    return []
+
+
+def occurs_in(text: str, output: str) -> bool:
+    """Whether a string occurs in the raw output, as written or JSON-escaped, ignoring case."""
+    haystack = output.casefold()
+    escaped = json.dumps(text, ensure_ascii=False)[1:-1]
+    return text.casefold() in haystack or escaped.casefold() in haystack
 
 
 def check_case(record: dict[str, Any], validators: dict[str, Draft202012Validator]) -> None:
@@ -87,6 +111,8 @@ def check_case(record: dict[str, Any], validators: dict[str, Draft202012Validato
             f"{case}: expected_value does not validate: {first_error(expected_value, validator)}"
         )
         assert not valid_as_is, f"{case}: labelled repaired but the raw output is already valid"
+        invented = [text for text in strings_in(expected_value) if not occurs_in(text, output)]
+        assert not invented, f"{case}: expected_value strings not in the output: {invented}"
     else:
         assert expected_value is None, f"{case}: failed cases have a null expected_value"
         assert not valid_as_is, f"{case}: labelled failed but the raw output is valid as is"

@@ -9,8 +9,9 @@ seeded sampling, some with a small ``max_new_tokens`` so that outputs get trunca
 rounds: each round takes the first cases of a fixed, seeded shuffle of all text x template x
 decoding combinations per schema. Round "a" (ids 001-026) uses long prompts, often with the whole
 schema; round "b" (ids 101-) uses shorter prompts that name the keys or show an example, and more
-truncation. Case ids, prompts and sampling seeds are stable, and generation is deterministic for
-a given ``--threads``.
+truncation; round "c" (ids 201-) uses one-shot prompts (a worked example) and terse requests.
+Case ids, prompts and sampling seeds are stable, and generation is deterministic for a given
+``--threads``.
 
 The output file holds one JSON object per line in the corpus format. The labels (``expected``,
 ``expected_value``, ``note``) are written by hand after reading each output; when the output file
@@ -57,6 +58,8 @@ class SchemaTask:
     keys: str
     fields: str
     example: str
+    shot_text: str
+    shot_json: str
     texts: tuple[str, ...]
 
 
@@ -130,14 +133,39 @@ DECODINGS_B: tuple[Decoding, ...] = (
     Decoding("sample-t0.6", 200, temperature=0.6, top_p=0.9),
 )
 
+# Round "c": a worked example (one-shot) or a terse request, including plain "a JSON object".
+TEMPLATES_C: tuple[str, ...] = (
+    "Convert the text to JSON like in the example.\n\nText: {shot_text}\nJSON: {shot_json}\n\n"
+    "Text: {text}\nJSON:",
+    "Example input: {shot_text}\nExample output: {shot_json}\n\nInput: {text}\nOutput:",
+    "Extract the {entity} as a single JSON object with keys {keys}. Output raw JSON only, "
+    "starting with {{ and ending with }}.\n\n{text}",
+    "{text}\n\nReturn a JSON object.",
+    "JSON only. Keys: {keys}. Text: {text}",
+)
+
+DECODINGS_C: tuple[Decoding, ...] = (
+    Decoding("greedy", 200),
+    Decoding("greedy-short", 48),
+    Decoding("sample-t0.3", 200, temperature=0.3, top_p=0.9),
+    Decoding("sample-t0.6", 120, temperature=0.6, top_p=0.9),
+    Decoding("greedy-mid", 80),
+)
+
 ROUNDS: tuple[Round, ...] = (
     Round("a", 1, 26, TEMPLATES, DECODINGS, shuffle_suffix=""),
     Round("b", 101, 14, TEMPLATES_B, DECODINGS_B, shuffle_suffix="-b"),
+    Round("c", 201, 14, TEMPLATES_C, DECODINGS_C, shuffle_suffix="-c"),
 )
 
 TASKS: dict[str, SchemaTask] = {
     "person": SchemaTask(
         entity="person",
+        shot_text="Tom Becker, 41, works as a pilot; mail tom.becker@air.example.",
+        shot_json=(
+            '{"name": "Tom Becker", "age": 41, "email": "tom.becker@air.example", '
+            '"occupation": "pilot"}'
+        ),
         keys="name, age, email, occupation",
         example='{"name": "", "age": 0, "email": "", "occupation": ""}',
         fields="name (string), age (integer), email (string), occupation (string)",
@@ -155,6 +183,11 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "ticket": SchemaTask(
         entity="support ticket",
+        shot_text="My last invoice shows the wrong amount, please fix it. - li@shop.example",
+        shot_json=(
+            '{"title": "Wrong amount on invoice", "priority": "medium", "category": "billing", '
+            '"tags": ["invoice"], "customer_email": "li@shop.example"}'
+        ),
         keys="title, priority, category, tags, customer_email",
         example=(
             '{"title": "", "priority": "low|medium|high|urgent", '
@@ -181,6 +214,12 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "invoice": SchemaTask(
         entity="invoice",
+        shot_text="Invoice B-17, 2024-02-01, for Nova Ltd: 2 x Mug @ £4.50. Total £9.00.",
+        shot_json=(
+            '{"invoice_number": "B-17", "date": "2024-02-01", "currency": "GBP", '
+            '"customer": {"name": "Nova Ltd"}, "items": [{"description": "Mug", "quantity": 2, '
+            '"price": 4.5}], "total": 9.0}'
+        ),
         keys="invoice_number, date, currency, customer, items, total",
         example=(
             '{"invoice_number": "", "date": "YYYY-MM-DD", "currency": "USD", '
@@ -206,6 +245,13 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "event": SchemaTask(
         entity="calendar event",
+        shot_text=(
+            "Design review on 2024-05-02 at 10:00 UTC, 30 minutes, with kim@example.com, on Teams."
+        ),
+        shot_json=(
+            '{"title": "Design review", "start": "2024-05-02T10:00:00Z", "duration_minutes": 30, '
+            '"attendees": ["kim@example.com"], "online": true}'
+        ),
         keys="title, start, duration_minutes, attendees, online",
         example=(
             '{"title": "", "start": "YYYY-MM-DDTHH:MM:SSZ", "duration_minutes": 30, '
@@ -232,6 +278,11 @@ TASKS: dict[str, SchemaTask] = {
     ),
     "review": SchemaTask(
         entity="product review",
+        shot_text="Great kettle, boils fast, but the handle gets hot. 4 stars.",
+        shot_json=(
+            '{"sentiment": "positive", "rating": 4, "pros": ["boils fast"], '
+            '"cons": ["handle gets hot"], "summary": "Fast kettle with a hot handle."}'
+        ),
         keys="sentiment, rating, pros, cons, summary",
         example=(
             '{"sentiment": "positive|neutral|negative", "rating": 1, "pros": [], "cons": [], '
@@ -269,6 +320,8 @@ def render_prompt(template: str, task: SchemaTask, schema: dict[str, Any], text:
         keys=task.keys,
         fields=task.fields,
         example=task.example,
+        shot_text=task.shot_text,
+        shot_json=task.shot_json,
         schema=json.dumps(schema, indent=2),
         schema_compact=json.dumps(schema, separators=(",", ":")),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -147,3 +148,27 @@ def test_streams_through_guardrail(sdk: openai.OpenAI, mode: str) -> None:
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     conforms(City, text)
+
+
+def test_grammar_lowering_is_accepted_by_the_real_server(sdk: openai.OpenAI) -> None:
+    """schemas/event.json has an integer range and email formats, which guardrail rewrites into
+    an enum and patterns for llama.cpp's grammar converter; the server must accept the result."""
+    schema = json.loads(
+        (Path(__file__).resolve().parents[2] / "schemas" / "event.json").read_text()
+    )
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="smollm2",
+        messages=[
+            {"role": "user", "content": "Team sync 2024-05-06T10:00:00Z, 30 min, ann@example.com"}
+        ],
+        max_tokens=200,
+        response_format={"type": "json_schema", "json_schema": {"name": "event", "schema": schema}},
+    )
+    assert raw.http_response.status_code == 200
+    assert (
+        "x-guardrail-relaxed" not in raw.headers
+        or "format" not in raw.headers["x-guardrail-relaxed"]
+    )
+    content = raw.parse().choices[0].message.content
+    assert content is not None
+    assert guardrail.validate(schema, content, repair=False).valid

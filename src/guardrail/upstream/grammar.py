@@ -22,8 +22,9 @@ MAX_ENUM_RANGE: Final = 1024  # integer ranges up to this many values become an 
 NATIVE_FORMATS: Final = frozenset({"date", "time", "date-time", "uuid"})
 # Formats with a pattern the converters can read (anchored, no lookaround, no shorthand classes).
 FORMAT_PATTERNS: Final[dict[str, str]] = {
-    "email": "^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+$",
-    "uri": "^[A-Za-z][A-Za-z0-9+.-]*:[^ ]+$",
+    # Lengths bounded as RFC 5321 bounds them: a small model can't loop inside an address.
+    "email": "^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}([.][A-Za-z0-9-]{1,63}){1,4}$",
+    "uri": "^[A-Za-z][A-Za-z0-9+.-]{0,15}:[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+$",
 }
 _SUBSCHEMA_LISTS: Final = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS: Final = ("properties", "$defs", "definitions")
