@@ -35,7 +35,7 @@ from guardrail.upstream.dialects import Constraint, dialect_for
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.overhead import free_port, running  # noqa: E402
-from tests.integration.conftest import smollm2_gguf  # noqa: E402
+from tests.integration.conftest import llama_server_command, smollm2_gguf  # noqa: E402
 
 TEXTS: dict[str, list[str]] = {
     "person": [
@@ -123,19 +123,7 @@ def main() -> int:
         "GUARDRAIL_UPSTREAM_DIALECT": "llamacpp",
         "GUARDRAIL_LOG_LEVEL": "warning",
     }
-    llama = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(llama_port),
-        "--n_ctx",
-        "2048",
-    ]
+    llama = llama_server_command(model, llama_port)
     serve = [sys.executable, "-m", "guardrail.cli", "serve", "--port", str(guardrail_port)]
     dialect = dialect_for("llamacpp")
     tallies = {way: Tally() for way in ("raw", "native", "guardrail")}

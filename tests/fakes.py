@@ -63,6 +63,20 @@ class FakeUpstream:
         return httpx.MockTransport(self)
 
 
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 request's head and body (Content-Length framed), as a fake server reads it."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    return head + await reader.readexactly(length)
+
+
 class SlowUpstream:
     """A real loopback HTTP server that reads each request and then stalls: before answering,
     or after sending headers and a first SSE event. It records when each connection closes."""
@@ -98,16 +112,7 @@ class SlowUpstream:
         server.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            (
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            ),
-            0,
-        )
-        await reader.readexactly(length)
+        await read_request(reader)
         self.requests += 1
         if self.send_headers:
             writer.write(
@@ -156,16 +161,7 @@ class StreamingUpstream(SlowUpstream):
         self.sent = 0
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            (
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            ),
-            0,
-        )
-        await reader.readexactly(length)
+        await read_request(reader)
         self.requests += 1
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"

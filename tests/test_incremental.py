@@ -485,7 +485,7 @@ def reference_verdict(schema: Schema, text: str) -> bool | None:
 
 
 PROPERTIES = settings(
-    max_examples=250,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

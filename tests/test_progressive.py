@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,9 +11,9 @@ import openai
 import pytest
 from starlette.testclient import TestClient
 
-from guardrail.app import create_app
 from guardrail.config import Settings
 
+from .conftest import Proxy
 from .fakes import FakeUpstream, StreamingUpstream, completion, sse
 from .live import serve
 
@@ -29,30 +28,13 @@ def events(text: str) -> list[Any]:
     ]
 
 
-@pytest.fixture
-def upstream_of(settings: Settings) -> Iterator[Any]:
-    clients: list[TestClient] = []
-
-    def make(*replies: Any) -> tuple[TestClient, FakeUpstream]:
-        fake = FakeUpstream(list(replies))
-        configured = settings.model_copy(update={"upstream": "http://upstream.test/v1"})
-        client = TestClient(create_app(configured, transport=fake.transport()))
-        client.__enter__()
-        clients.append(client)
-        return client, fake
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
 def post(client: TestClient, headers: dict[str, str], **extra: Any) -> httpx.Response:
     body = {"model": "m", "messages": [{"role": "user", "content": "?"}], "stream": True, **extra}
     return client.post("/v1/chat/completions", json=body, headers=headers)
 
 
-def test_valid_stream_is_forwarded_as_it_comes(upstream_of: Any) -> None:
-    client, fake = upstream_of(sse(completion('{"name": "Ada", "age": 36}'), pieces=6))
+def test_valid_stream_is_forwarded_as_it_comes(proxy: Proxy) -> None:
+    client, fake = proxy(sse(completion('{"name": "Ada", "age": 36}'), pieces=6))
     response = post(client, PROGRESSIVE)
     assert response.headers["x-guardrail-outcome"] == "pending"
     received = events(response.text)
@@ -65,8 +47,8 @@ def test_valid_stream_is_forwarded_as_it_comes(upstream_of: Any) -> None:
     assert fake.bodies[0]["stream"] is True
 
 
-def test_a_violation_known_only_at_the_end_ends_with_an_error_event(upstream_of: Any) -> None:
-    client, _ = upstream_of(sse(completion('{"name": "Ada"}')))
+def test_a_violation_known_only_at_the_end_ends_with_an_error_event(proxy: Proxy) -> None:
+    client, _ = proxy(sse(completion('{"name": "Ada"}')))
     received = events(post(client, PROGRESSIVE).text)
     error = received[-1]["error"]
     assert error["code"] == "schema_violation_in_stream"
@@ -74,7 +56,7 @@ def test_a_violation_known_only_at_the_end_ends_with_an_error_event(upstream_of:
     assert "[DONE]" not in received
 
 
-def test_tool_call_arguments_are_checked_as_they_stream(upstream_of: Any) -> None:
+def test_tool_call_arguments_are_checked_as_they_stream(proxy: Proxy) -> None:
     chunks = [
         {
             "index": 0,
@@ -101,7 +83,7 @@ def test_tool_call_arguments_are_checked_as_they_stream(upstream_of: Any) -> Non
         )
         + b"data: [DONE]\n\n"
     )
-    client, _ = upstream_of(
+    client, _ = proxy(
         httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
     )
     tools = [
@@ -119,10 +101,8 @@ def test_tool_call_arguments_are_checked_as_they_stream(upstream_of: Any) -> Non
     assert len(received) == 1  # the violating chunk itself was not forwarded
 
 
-def test_upstream_error_before_the_first_byte_keeps_its_status(upstream_of: Any) -> None:
-    client, _ = upstream_of(
-        httpx.Response(429, json={"error": "busy"}, headers={"Retry-After": "3"})
-    )
+def test_upstream_error_before_the_first_byte_keeps_its_status(proxy: Proxy) -> None:
+    client, _ = proxy(httpx.Response(429, json={"error": "busy"}, headers={"Retry-After": "3"}))
     response = post(client, PROGRESSIVE)
     assert response.status_code == 429 and response.headers["retry-after"] == "3"
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,31 +13,10 @@ from starlette.testclient import TestClient
 from guardrail.app import create_app
 from guardrail.config import Settings
 
+from .conftest import Proxy
 from .fakes import FakeUpstream, completion, sse
 
 PERSON_OK = '{"name": "Ada", "age": 36}'
-Proxy = Callable[..., tuple[TestClient, FakeUpstream]]
-
-
-@pytest.fixture
-def proxy(settings: Settings) -> Iterator[Proxy]:
-    clients: list[TestClient] = []
-
-    def make(*replies: Any, **overrides: Any) -> tuple[TestClient, FakeUpstream]:
-        fake = FakeUpstream(list(replies))
-        configured = settings.model_copy(
-            update={"upstream": "http://upstream.test/v1", **overrides}
-        )
-        client = TestClient(
-            create_app(configured, transport=fake.transport()), client=("127.0.0.1", 1)
-        )
-        client.__enter__()
-        clients.append(client)
-        return client, fake
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def chat(client: TestClient, schema: str | None = "person", **body: Any) -> httpx.Response:

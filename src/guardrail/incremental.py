@@ -678,7 +678,9 @@ class IncrementalChecker:
     """Checks one streamed answer against ``schema``: ``feed`` each piece, then ``finish``.
 
     Both return the first definite violation, or None; once one is found every later call returns
-    it again. Not thread-safe: one checker per stream.
+    it again. The schema is compiled (and cached) by ``compile_schema``, whose ``InvalidSchema``
+    and ``RemoteRefRejected`` the constructor raises; its views are built once per schema and
+    shared. A checker holds one stream's state: one per stream.
     """
 
     __slots__ = (

@@ -28,6 +28,14 @@ def smollm2_gguf() -> Path | None:
     return None
 
 
+def llama_server_command(model: Path, port: int) -> list[str]:
+    """llama-cpp-python's OpenAI-compatible server for ``model`` on a loopback port."""
+    return [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+    ]  # fmt: skip
+
+
 def missing(reason: str) -> None:
     """Outside CI a missing model skips; in CI it fails, loudly."""
     if os.environ.get("CI"):
@@ -47,19 +55,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"  # a file: a pipe would fill and block
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-        ],
+        llama_server_command(model, port),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
