@@ -22,6 +22,7 @@ from .validation import CompiledSchema, Schema, json_pointer
 
 MAX_REPAIR_CHARS: Final = 2_000_000
 MAX_NESTING: Final = 256
+MAX_CANDIDATES: Final = 64  # readings of one answer tried at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,6 +504,9 @@ class _Coercer:
         actual = _json_type(value)
         if not wanted or actual in wanted or (actual == "integer" and "number" in wanted):
             return value
+        if actual == "array" and len(value) == 1 and _json_type(value[0]) in wanted:
+            self.note("unwrap_array", path, "took the only item of a one-item array")
+            return value[0]
         for target in wanted:
             if target == "array":
                 items = node.get("items") if isinstance(node.get("items"), dict) else {}
@@ -636,7 +640,7 @@ def candidates(text: str) -> Iterator[Candidate]:
     for extract in EXTRACTORS:
         pending.extend((chunk, [step]) for chunk, step in extract(text))
     for chunk, steps in pending:
-        if chunk in seen or not chunk:
+        if chunk in seen or not chunk or len(seen) >= MAX_CANDIDATES:
             continue
         seen.add(chunk)
         try:
@@ -647,6 +651,9 @@ def candidates(text: str) -> Iterator[Candidate]:
         try:
             value, liberties = parse_lenient(chunk)
         except ValueError:
+            # Junk around a value inside brackets ("[JSON: 12, {...}]"): look inside.
+            inner = [(span, [step]) for span, step in _spans(chunk[1:])]
+            pending.extend(inner)
             continue
         yield Candidate(value, [*steps, *liberties])
 

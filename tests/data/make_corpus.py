@@ -11,7 +11,9 @@ decoding combinations per schema. Round "a" (ids 001-026) uses long prompts, oft
 schema; round "b" (ids 101-) uses shorter prompts that name the keys or show an example, and more
 truncation; round "c" (ids 201-) uses one-shot prompts (a worked example) and terse requests.
 Case ids, prompts and sampling seeds are stable, and generation is deterministic for a given
-``--threads``.
+``--threads`` (default 1). ``--schemas`` and ``--rounds`` regenerate a subset; the 270 cases take
+about 40-60 minutes on two CPU cores. Progress goes to ``corpus.partial.jsonl`` next to the output,
+so an interrupted run resumes where it stopped; that file is removed when the run completes.
 
 The output file holds one JSON object per line in the corpus format. The labels (``expected``,
 ``expected_value``, ``note``) are written by hand after reading each output; when the output file
@@ -94,9 +96,9 @@ DECODINGS: tuple[Decoding, ...] = (
     Decoding("greedy-mid", 96),
 )
 
-# Instruction templates. Placeholders: {text}, {entity}, {fields}, {example}, {schema}
-# (pretty-printed), {schema_compact}. Some include the schema, some only name the fields or show an
-# example shape, some neither.
+# Round "a" instruction templates. Placeholders (for all rounds): {text}, {entity}, {keys},
+# {fields}, {example}, {shot_text}, {shot_json}, {schema} (pretty-printed), {schema_compact}. Some
+# include the schema, some only name the fields or show an example shape, some neither.
 TEMPLATES: tuple[str, ...] = (
     "Extract the {entity} from this text as JSON matching this schema:\n{schema}\n\nText: {text}",
     "Return only a JSON object, no explanation, that conforms to the following JSON Schema.\n"
@@ -377,13 +379,14 @@ class Generator:
         torch.set_num_threads(threads)
         self._torch = torch
         directory, name = find_gguf()
-        self.tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-        self.model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name)
-        self.model.eval()
+        # Typed as Any: the transformers stubs are too loose to type the calls below usefully.
+        # from_pretrained returns the model in eval mode.
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+        self.model: Any = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name)
 
     def generate(self, prompt: str, decoding: Decoding, seed: int) -> str:
         messages = [{"role": "user", "content": prompt}]
-        inputs = self.tokenizer.apply_chat_template(
+        inputs: Any = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
         self._torch.manual_seed(seed)
