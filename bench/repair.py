@@ -45,7 +45,11 @@ def with_json_repair(schema: dict[str, Any], output: str) -> Any:
         return _MISSING
     if value == "" or value is None:
         return _MISSING
-    result = guardrail.validate(schema, orjson.dumps(value), repair=False)
+    try:
+        text = orjson.dumps(value)
+    except TypeError:  # e.g. an integer past 64 bits that json_repair read from prose
+        return _MISSING
+    result = guardrail.validate(schema, text, repair=False)
     return value if result.valid else _MISSING
 
 
