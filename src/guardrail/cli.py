@@ -95,9 +95,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_level": args.log_level,
         }
     )
+    upstream = (
+        f"upstream {settings.upstream} ({settings.upstream_dialect})"
+        if settings.upstream
+        else "no upstream: set GUARDRAIL_UPSTREAM to proxy /v1 (the admin API works without)"
+    )
     out.print(
         f"guardrail on http://{settings.host}:{settings.port}  "
-        f"registry {settings.database_url}  schemas {settings.schemas_dir}"
+        f"registry {settings.database_url}  schemas {settings.schemas_dir}  {upstream}"
     )
     uvicorn.run(
         create_app(settings),

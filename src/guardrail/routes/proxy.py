@@ -16,8 +16,7 @@ from ..pipeline import Pipeline, Stream
 from ..streaming import completion_events
 from ..upstream.client import end_to_end
 from ..upstream.routing import Router
-from .http import read_body as read_request_body
-from .http import unless_disconnected
+from .http import read_body, unless_disconnected
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -36,7 +35,7 @@ class ProxyAPI:
         ]
 
     async def chat(self, request: Request) -> Response:
-        raw = await read_request_body(request, self.max_body_bytes)
+        raw = await read_body(request, self.max_body_bytes)
         body = _chat_body(raw)
         headers = {k.lower(): v for k, v in request.headers.items()}
         target = await self.pipeline.resolve(body, headers)
@@ -62,7 +61,7 @@ class ProxyAPI:
         )
 
     async def relay(self, request: Request) -> Response:
-        raw = await read_request_body(request, self.max_body_bytes)
+        raw = await read_body(request, self.max_body_bytes)
         path = "/" + request.path_params["path"]
         return await self.forward(request, raw, path, _model_of(raw))
 
