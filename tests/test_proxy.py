@@ -379,3 +379,14 @@ max_attempts = 1
     assert str(second.url) == "http://default.test/v1/chat/completions"
     assert fake.bodies[1]["response_format"]["type"] == "json_schema"
     assert default.status_code == 422
+
+
+def test_reask_after_a_runaway_answer_says_it_was_cut(proxy: Proxy) -> None:
+    runaway = completion('{"name": "' + "na" * 2000)
+    runaway["choices"][0]["finish_reason"] = "length"
+    client, fake = proxy(runaway, PERSON_OK)
+    response = chat(client)
+    assert response.headers["x-guardrail-outcome"] == "reasked"
+    assistant, user = fake.bodies[1]["messages"][-2:]
+    assert len(assistant["content"]) <= 401 and assistant["content"].endswith("…")
+    assert "cut off by the token limit" in user["content"]

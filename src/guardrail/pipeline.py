@@ -41,6 +41,7 @@ from .upstream.routing import Router, Upstream
 from .validation import CompiledSchema, Limits, Violation, check_schema, compile_schema, fingerprint
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
+CUT_ANSWER_SHOWN = 400  # characters of a runaway answer repeated back when re-asking
 # Dialects whose streams are OpenAI chat.completion.chunk events (progressive mode needs them).
 PROGRESSIVE_DIALECTS = frozenset({"openai", "vllm", "vllm-guided", "llamacpp", "ollama", "tgi"})
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
@@ -120,12 +121,34 @@ class Attempt:
     def repaired(self) -> bool:
         return any(r.repairs for choice in self.verdicts for r in choice)
 
-    def first_failure(self) -> tuple[str, tuple[Violation, ...]]:
+    def first_failure(self) -> Failure:
         for choice, results in zip(_choices(self.completion), self.verdicts, strict=True):
             for result in results:
                 if not result.valid:
-                    return _raw_output(choice), result.errors
-        return "", ()
+                    cut = choice.get("finish_reason") == "length"
+                    return Failure(_raw_output(choice), result.errors, cut)
+        return Failure("", (), False)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The first non-conforming output of an attempt: the text, why, and whether it was cut
+    off by the token limit."""
+
+    output: str
+    errors: tuple[Violation, ...]
+    cut: bool
+
+    def reask(self) -> list[dict[str, str]]:
+        """The messages that re-ask: the answer (its start only, when it ran away into the
+        token limit) and the failing JSON paths."""
+        shown = self.output
+        if self.cut and len(shown) > CUT_ANSWER_SHOWN:
+            shown = shown[:CUT_ANSWER_SHOWN] + "…"
+        return [
+            {"role": "assistant", "content": shown},
+            {"role": "user", "content": feedback(self.errors, cut=self.cut)},
+        ]
 
 
 def _int(value: Any) -> int:
@@ -161,15 +184,22 @@ def _raw_output(choice: dict[str, Any]) -> str:
     return ""
 
 
-def feedback(errors: tuple[Violation, ...]) -> str:
+def feedback(errors: tuple[Violation, ...], *, cut: bool = False) -> str:
     """The re-ask message: each failing JSON path with what is wrong there."""
     lines = [f"- {e.path or '(root)'}: {e.message} [{e.keyword}]" for e in errors[:20]]
     if len(errors) > 20:
         lines.append(f"- … and {len(errors) - 20} more")
+    cause = (
+        "Your previous answer was cut off by the token limit before the JSON was complete, "
+        "so it does not conform to the required JSON Schema:\n"
+        if cut
+        else "Your previous answer does not conform to the required JSON Schema:\n"
+    )
+    brief = " Keep every string short." if cut else ""
     return (
-        "Your previous answer does not conform to the required JSON Schema:\n"
+        cause
         + "\n".join(lines)
-        + "\nReply again with only the corrected JSON, no prose and no code fences."
+        + f"\nReply again with only the corrected JSON, no prose and no code fences.{brief}"
     )
 
 
@@ -378,23 +408,18 @@ class Pipeline:
                 return self.answer(last, outcome, attempts, usage, target, relaxed)
             if self.max_total_tokens is not None and usage.total >= self.max_total_tokens:
                 break
-            output, errors = last.first_failure()
-            messages = [
-                *messages,
-                {"role": "assistant", "content": output},
-                {"role": "user", "content": feedback(errors)},
-            ]
+            messages = [*messages, *last.first_failure().reask()]
         if last is None:
             raise UpstreamTimeout(f"no answer within {self.request_timeout:g} s")
         if policy.on_failure == "passthrough":
             return self.answer(last, Outcome.FAILED, attempts, usage, target, relaxed)
-        output, errors = last.first_failure()
+        failure = last.first_failure()
         raise SchemaValidationFailed(
             f"no answer conformed to {target.ref} after {attempts} attempt(s)",
             extra={
-                "errors": [e.to_json() for e in errors],
+                "errors": [e.to_json() for e in failure.errors],
                 "attempts": attempts,
-                "last_output": output,
+                "last_output": failure.output,
             },
             headers=_headers(Outcome.FAILED, attempts, target, relaxed),
         )
