@@ -94,23 +94,22 @@ def test_unprocessable_answer_raises_the_sdk_error(sdk: openai.OpenAI, fake: Fak
     assert isinstance(body, dict) and body["code"] == "schema_validation_failed"
 
 
-def test_instructor_json_mode(sdk: openai.OpenAI, fake: FakeUpstream) -> None:
-    fake.replies[:] = ['```json\n{"name": "Ada", "age": 36,}\n```']
-    client = instructor.from_openai(sdk, mode=instructor.Mode.JSON)
-    person = client.chat.completions.create(
-        model="fake-model",
-        response_model=Person,
-        messages=[{"role": "user", "content": "Ada, 36"}],
-        max_retries=0,
-    )
-    assert person.model_dump() == {"name": "Ada", "age": 36}
-
-
-def test_instructor_tools_mode(sdk: openai.OpenAI, fake: FakeUpstream) -> None:
-    fake.replies[:] = [
-        completion(None, tool_calls=[tool_call("Person", '{"name": "Ada", "age": "36"}')])
-    ]
-    client = instructor.from_openai(sdk, mode=instructor.Mode.TOOLS)
+@pytest.mark.parametrize(
+    ("mode", "reply"),
+    [
+        (instructor.Mode.JSON, '```json\n{"name": "Ada", "age": 36,}\n```'),
+        (
+            instructor.Mode.TOOLS,
+            completion(None, tool_calls=[tool_call("Person", '{"name": "Ada", "age": "36"}')]),
+        ),
+    ],
+    ids=["json", "tools"],
+)
+def test_instructor(
+    sdk: openai.OpenAI, fake: FakeUpstream, mode: instructor.Mode, reply: Any
+) -> None:
+    fake.replies[:] = [reply]
+    client = instructor.from_openai(sdk, mode=mode)
     person = client.chat.completions.create(
         model="fake-model",
         response_model=Person,
