@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from ..errors import UpstreamTimeout, UpstreamUnavailable
+from .aio import AiohttpTransport
 
 Transport = httpx.AsyncBaseTransport  # what tests inject under the clients (e.g. MockTransport)
 
@@ -63,7 +64,6 @@ class Opened:
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_connections: int = 100
-    max_keepalive: int = 20
     keepalive_expiry: float = 30.0
     max_response_bytes: int = 32 * 1024 * 1024
 
@@ -84,12 +84,11 @@ class UpstreamClient:
         self.limits = limits or Limits()
         # The transport alone, without httpx.Client's cookie, auth and redirect layers: an
         # upstream call needs none of them and they cost more than the rest of the hop.
-        self._transport = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(
-                max_connections=self.limits.max_connections,
-                max_keepalive_connections=self.limits.max_keepalive,
-                keepalive_expiry=self.limits.keepalive_expiry,
-            )
+        # The transport alone, without httpx.Client's cookie, auth and redirect layers: an
+        # upstream call needs none of them and they cost more than the rest of the hop.
+        self._transport = transport or AiohttpTransport(
+            max_connections=self.limits.max_connections,
+            keepalive_expiry=self.limits.keepalive_expiry,
         )
         connect = min(timeout, 10.0)
         self._timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
