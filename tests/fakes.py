@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,13 @@ class FakeUpstream:
         return httpx.MockTransport(self)
 
 
+def no_delay(writer: asyncio.StreamWriter) -> None:
+    """Send small writes at once (no Nagle), as a real streaming server does."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     """One HTTP/1.1 request's head and body (Content-Length framed), as a fake server reads it."""
     head = await reader.readuntil(b"\r\n\r\n")
@@ -113,6 +121,7 @@ class SlowUpstream:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
+        no_delay(writer)
         self.requests += 1
         if self.send_headers:
             writer.write(
@@ -162,6 +171,7 @@ class StreamingUpstream(SlowUpstream):
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
+        no_delay(writer)
         self.requests += 1
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
