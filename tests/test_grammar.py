@@ -6,6 +6,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guardrail.upstream.grammar import FORMAT_PATTERNS, lower_for_grammar
 from guardrail.validation import compile_schema
@@ -65,3 +67,12 @@ def test_llama_cpp_converter_accepts_the_lowered_schema() -> None:
     grammar = llama_grammar.json_schema_to_gbnf(json.dumps(lowered))
     assert '"\\"480\\""' not in grammar and "480" in grammar
     assert "@" in grammar
+
+
+@pytest.mark.parametrize("form", sorted(FORMAT_PATTERNS))
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_every_string_a_format_pattern_admits_passes_the_format(form: str, data: Any) -> None:
+    """The narrowing is sound: what the grammar lets the model write, guardrail accepts."""
+    text = data.draw(st.from_regex(FORMAT_PATTERNS[form], fullmatch=True))
+    assert compile_schema({"type": "string", "format": form}).is_valid(text), text

@@ -22,9 +22,13 @@ MAX_ENUM_RANGE: Final = 1024  # integer ranges up to this many values become an 
 NATIVE_FORMATS: Final = frozenset({"date", "time", "date-time", "uuid"})
 # Formats with a pattern the converters can read (anchored, no lookaround, no shorthand classes).
 FORMAT_PATTERNS: Final[dict[str, str]] = {
-    # Lengths bounded as RFC 5321 bounds them: a small model can't loop inside an address.
-    "email": "^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}([.][A-Za-z0-9-]{1,63}){1,4}$",
-    "uri": "^[A-Za-z][A-Za-z0-9+.-]{0,15}:[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+$",
+    # Dot-atoms without leading, trailing or double dots, and bounded lengths (a small model can't
+    # loop inside an address); every address it admits passes the email format check.
+    "email": (
+        "^[A-Za-z0-9_+-]{1,16}([.][A-Za-z0-9_+-]{1,16}){0,2}"
+        "@([A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?[.]){1,3}[A-Za-z]{2,12}$"
+    ),
+    "uri": "^[A-Za-z][A-Za-z0-9+.-]{0,15}:[A-Za-z0-9._~/?@!$&'()*+,;=-]+$",
 }
 _SUBSCHEMA_LISTS: Final = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS: Final = ("properties", "$defs", "definitions")
