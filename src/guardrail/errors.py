@@ -16,7 +16,6 @@ and ``body()`` the JSON body ``{"error": {"type": "guardrail_error", "code", "me
     ├── IncompatibleSchema         409 incompatible_schema   (+ "reasons")
     ├── PayloadTooLarge            413 payload_too_large
     ├── SchemaValidationFailed     422 schema_validation_failed (+ errors, attempts, last_output)
-    ├── Overloaded                 429 overloaded            (+ Retry-After)
     ├── UpstreamUnavailable        502 upstream_unavailable
     │   └── MalformedStream        502 upstream_malformed_stream
     ├── RegistryUnavailable        503 registry_unavailable
@@ -110,11 +109,6 @@ class PayloadTooLarge(GuardrailError):
 class SchemaValidationFailed(GuardrailError):
     status = 422
     code = "schema_validation_failed"
-
-
-class Overloaded(GuardrailError):
-    status = 429
-    code = "overloaded"
 
 
 class UpstreamUnavailable(GuardrailError):
