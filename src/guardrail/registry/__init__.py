@@ -1,7 +1,7 @@
 """The versioned schema registry: value objects, the store protocol and its backends."""
 
 from .compat import Compatibility, compatibility_problems
-from .models import NewVersion, SchemaConfig, SchemaVersion, Store
+from .models import NewVersion, SchemaConfig, SchemaVersion, StatsStore, Store
 from .service import Registration, Registry, Resolved, parse_ref
 from .sqlite import SQLiteStore
 
@@ -23,6 +23,7 @@ __all__ = [
     "SQLiteStore",
     "SchemaConfig",
     "SchemaVersion",
+    "StatsStore",
     "Store",
     "compatibility_problems",
     "open_store",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from ..stats.model import Rollup, Sample, StatsFilter
 from ..validation import Schema
 from .compat import Compatibility
 
@@ -86,3 +87,22 @@ class Store(Protocol):
     async def delete(self, name: str) -> list[int]: ...
     async def get_config(self, name: str) -> SchemaConfig: ...
     async def put_config(self, name: str, config: SchemaConfig) -> None: ...
+
+
+@runtime_checkable
+class StatsStore(Protocol):
+    """Durable conformance stats, usually the registry store itself (opened and closed as one).
+
+    ``write_rollups`` adds each rollup to the row with the same key (minute, schema, version,
+    model, outcome): counts, sums and histogram buckets add up, failing paths add per (path,
+    keyword); one batch is one transaction. ``query_rollups`` returns the stored rows matching
+    the filter (any order). ``add_samples`` stores samples and then keeps only the newest
+    ``keep`` per (schema, version); ``list_samples`` returns the newest first.
+    """
+
+    async def write_rollups(self, batch: Sequence[Rollup]) -> None: ...
+    async def query_rollups(self, filters: StatsFilter) -> list[Rollup]: ...
+    async def add_samples(self, samples: Sequence[Sample], *, keep: int) -> None: ...
+    async def list_samples(
+        self, schema: str, version: str | None = None, limit: int = 100
+    ) -> list[Sample]: ...

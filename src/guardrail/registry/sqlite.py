@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import RegistryUnavailable
+from ..stats.model import Rollup, Sample, StatsFilter, from_sparse, merge_histograms, to_sparse
 from .compat import Compatibility
 from .models import NewVersion, SchemaConfig, SchemaVersion
 
@@ -39,6 +40,46 @@ CREATE TABLE IF NOT EXISTS schema_configs (
     name TEXT PRIMARY KEY,
     config TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS stats_rollups (
+    minute INTEGER NOT NULL,
+    schema TEXT NOT NULL,
+    version TEXT NOT NULL,
+    model TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    latency TEXT NOT NULL,
+    upstream_latency TEXT NOT NULL,
+    PRIMARY KEY (minute, schema, version, model, outcome)
+);
+CREATE TABLE IF NOT EXISTS stats_paths (
+    minute INTEGER NOT NULL,
+    schema TEXT NOT NULL,
+    version TEXT NOT NULL,
+    model TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    path TEXT NOT NULL,
+    keyword TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (minute, schema, version, model, outcome, path, keyword)
+);
+CREATE TABLE IF NOT EXISTS stats_samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    schema TEXT NOT NULL,
+    version TEXT NOT NULL,
+    model TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    errors TEXT NOT NULL,
+    output TEXT,
+    redaction TEXT NOT NULL,
+    digest TEXT
+);
+CREATE INDEX IF NOT EXISTS stats_samples_by_schema ON stats_samples (schema, version, id);
 """
 _COLUMNS = "name, version, schema, fingerprint, description, created_at"
 
@@ -234,4 +275,184 @@ class SQLiteStore:
                 "ON CONFLICT (name) DO UPDATE SET config = excluded.config",
                 (name, body),
             )
+        )
+
+    # -- stats -------------------------------------------------------------------------------
+
+    async def write_rollups(self, batch: Sequence[Rollup]) -> None:
+        if batch:
+            await self._write(lambda conn: _add_rollups(conn, batch))
+
+    async def query_rollups(self, filters: StatsFilter) -> list[Rollup]:
+        where, params = _where(filters)
+
+        def query(conn: sqlite3.Connection) -> list[Rollup]:
+            paths: dict[tuple[Any, ...], list[tuple[str, str, int]]] = {}
+            for *key, path, keyword, count in conn.execute(
+                "SELECT minute, schema, version, model, outcome, path, keyword, count "
+                f"FROM stats_paths{where}",
+                params,
+            ):
+                paths.setdefault(tuple(key), []).append((path, keyword, count))
+            rows = conn.execute(f"SELECT {_ROLLUP_COLUMNS} FROM stats_rollups{where}", params)
+            return [_rollup(row, tuple(paths.get(tuple(row[:5]), ()))) for row in rows]
+
+        return await self._run(query)
+
+    async def add_samples(self, samples: Sequence[Sample], *, keep: int) -> None:
+        if not samples:
+            return
+
+        def add(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                f"INSERT INTO stats_samples ({_SAMPLE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        s.at,
+                        s.request_id,
+                        s.schema,
+                        s.version,
+                        s.model,
+                        s.outcome,
+                        s.attempts,
+                        orjson.dumps(s.errors).decode(),
+                        s.output,
+                        s.redaction,
+                        s.digest,
+                    )
+                    for s in samples
+                ],
+            )
+            for schema, version in {(s.schema, s.version) for s in samples}:
+                conn.execute(
+                    "DELETE FROM stats_samples WHERE schema = ? AND version = ? AND id NOT IN "
+                    "(SELECT id FROM stats_samples WHERE schema = ? AND version = ? "
+                    "ORDER BY id DESC LIMIT ?)",
+                    (schema, version, schema, version, keep),
+                )
+
+        await self._write(add)
+
+    async def list_samples(
+        self, schema: str, version: str | None = None, limit: int = 100
+    ) -> list[Sample]:
+        sql = f"SELECT {_SAMPLE_COLUMNS} FROM stats_samples WHERE schema = ?"
+        params: list[Any] = [schema]
+        if version is not None:
+            sql += " AND version = ?"
+            params.append(version)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+
+        def rows(conn: sqlite3.Connection) -> list[Sample]:
+            return [_sample(row) for row in conn.execute(sql, params)]
+
+        return await self._run(rows)
+
+
+_ROLLUP_COLUMNS = (
+    "minute, schema, version, model, outcome, count, attempts, prompt_tokens, "
+    "completion_tokens, latency, upstream_latency"
+)
+_SAMPLE_COLUMNS = (
+    "at, request_id, schema, version, model, outcome, attempts, errors, output, redaction, digest"
+)
+
+
+def _where(filters: StatsFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause (with its leading space) and parameters a filter means."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("schema", filters.schema),
+        ("version", filters.version),
+        ("model", filters.model),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if filters.since is not None:
+        clauses.append("minute >= ?")
+        params.append(filters.since - filters.since % 60)  # the minute holding ``since``
+    if filters.until is not None:
+        clauses.append("minute < ?")
+        params.append(filters.until)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _rollup(row: tuple[Any, ...], paths: tuple[tuple[str, str, int], ...]) -> Rollup:
+    minute, schema, version, model, outcome, count, attempts, prompt, completion, lat, up = row
+    return Rollup(
+        minute,
+        schema,
+        version,
+        model,
+        outcome,
+        count,
+        attempts,
+        prompt,
+        completion,
+        from_sparse(orjson.loads(lat)),
+        from_sparse(orjson.loads(up)),
+        paths,
+    )
+
+
+def _sample(row: tuple[Any, ...]) -> Sample:
+    at, request_id, schema, version, model, outcome, attempts, errors, output, redaction, digest = (
+        row
+    )
+    return Sample(
+        at,
+        request_id,
+        schema,
+        version,
+        model,
+        outcome,
+        attempts,
+        tuple(tuple(e) for e in orjson.loads(errors)),
+        output,
+        redaction,
+        digest,
+    )
+
+
+def _add_rollups(conn: sqlite3.Connection, batch: Sequence[Rollup]) -> None:
+    """Add each rollup to its row (read, add, write: the transaction holds the write lock)."""
+    for r in batch:
+        row = conn.execute(
+            "SELECT latency, upstream_latency FROM stats_rollups WHERE minute = ? AND schema = ? "
+            "AND version = ? AND model = ? AND outcome = ?",
+            r.key,
+        ).fetchone()
+        latency, upstream = r.latency, r.upstream_latency
+        if row is not None:
+            latency = tuple(merge_histograms([latency, from_sparse(orjson.loads(row[0]))]))
+            upstream = tuple(merge_histograms([upstream, from_sparse(orjson.loads(row[1]))]))
+        conn.execute(
+            f"INSERT INTO stats_rollups ({_ROLLUP_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (minute, schema, version, model, outcome) DO UPDATE SET "
+            "count = count + excluded.count, attempts = attempts + excluded.attempts, "
+            "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = completion_tokens + excluded.completion_tokens, "
+            "latency = excluded.latency, upstream_latency = excluded.upstream_latency",
+            (
+                *r.key,
+                r.count,
+                r.attempts,
+                r.prompt_tokens,
+                r.completion_tokens,
+                orjson.dumps(to_sparse(latency)).decode(),
+                orjson.dumps(to_sparse(upstream)).decode(),
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO stats_paths "
+            "(minute, schema, version, model, outcome, path, keyword, count) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+            "(minute, schema, version, model, outcome, path, keyword) "
+            "DO UPDATE SET count = count + excluded.count",
+            [(*r.key, path, keyword, count) for path, keyword, count in r.failing_paths],
         )
