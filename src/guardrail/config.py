@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import BadRequest
 
@@ -43,12 +44,26 @@ class Settings(BaseModel):
     database_url: str = "sqlite:///./guardrail.db"
     schemas_dir: Path = Path("./schemas")
     admin_key: str | None = None
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the real client;
+    # from anyone else X-Forwarded-For is ignored. Comma-separated in the environment.
+    trusted_proxies: tuple[str, ...] = ()
+    # Seconds in-flight requests get to finish after SIGTERM; new connections are refused.
+    shutdown_grace: float = Field(30.0, ge=0)
     max_attempts: int = Field(3, ge=1, le=20)
     # One deadline over all attempts of a request; each upstream call also has upstream_timeout.
     request_timeout: float = Field(180.0, gt=0)
     # Stop re-asking once the attempts so far used this many tokens (None: no budget).
     max_total_tokens: int | None = Field(None, ge=1)
     upstream_max_connections: int = Field(100, ge=1)
+    # Retries of an upstream call that failed where a retry is safe (the connection was never
+    # made, or the upstream answered 429/5xx): at most this many more tries per call.
+    upstream_retries: int = Field(2, ge=0, le=10)
+    # A Retry-After longer than this (seconds) is not waited for: the 429/503 goes to the client.
+    upstream_retry_after_max: float = Field(2.0, ge=0)
+    # Circuit breaker per upstream: after this many consecutive failed calls (0: never) calls
+    # fail fast with 503 for upstream_breaker_cooldown seconds, then one probe call is let through.
+    upstream_breaker_failures: int = Field(5, ge=0)
+    upstream_breaker_cooldown: float = Field(5.0, gt=0)
     max_upstream_response_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     routes: tuple[RouteConfig, ...] = ()
     # Limits on what clients send.
@@ -58,6 +73,16 @@ class Settings(BaseModel):
     # How long "name" (latest version) lookups are cached; versions themselves never change.
     latest_cache_seconds: float = Field(2.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        """``"10.0.0.1, 10.1.0.0/16"`` (the environment's form) or a list; each must parse."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for item in value if isinstance(value, list | tuple) else ():
+            ipaddress.ip_network(str(item), strict=False)  # ValueError: a validation error
+        return value
 
     @classmethod
     def load(

@@ -17,7 +17,8 @@ and ``body()`` the JSON body ``{"error": {"type": "guardrail_error", "code", "me
     ├── PayloadTooLarge            413 payload_too_large
     ├── SchemaValidationFailed     422 schema_validation_failed (+ errors, attempts, last_output)
     ├── UpstreamUnavailable        502 upstream_unavailable
-    │   └── MalformedStream        502 upstream_malformed_stream
+    │   ├── MalformedStream        502 upstream_malformed_stream
+    │   └── CircuitOpen            503 upstream_circuit_open (+ Retry-After)
     ├── RegistryUnavailable        503 registry_unavailable
     └── UpstreamTimeout            504 upstream_timeout
 """
@@ -118,6 +119,13 @@ class UpstreamUnavailable(GuardrailError):
 
 class MalformedStream(UpstreamUnavailable):
     code = "upstream_malformed_stream"
+
+
+class CircuitOpen(UpstreamUnavailable):
+    """The upstream failed too often lately; calls fail fast until a probe call succeeds."""
+
+    status = 503
+    code = "upstream_circuit_open"
 
 
 class RegistryUnavailable(GuardrailError):

@@ -71,6 +71,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=timeout,
             )
+        # The order matters: a connect timeout is also a ServerTimeoutError, and only failures
+        # to connect (nothing was sent) become Connect* errors, which callers may retry.
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise httpx.ConnectTimeout(str(exc) or "connecting to the upstream timed out") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise httpx.ReadTimeout("the upstream did not answer in time") from None
         except aiohttp.ClientConnectorError as exc:

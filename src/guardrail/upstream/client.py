@@ -1,12 +1,15 @@
 """HTTP to the LLM endpoints: one pooled httpx.AsyncClient per upstream base URL.
 
 This is the only module that talks to the network. Transport failures become guardrail errors
-(``UpstreamUnavailable`` 502, ``UpstreamTimeout`` 504); upstream HTTP errors are returned as
-replies, so callers can hand them to the client with their status and body intact.
+(``UpstreamUnavailable`` 502, ``UpstreamTimeout`` 504, ``CircuitOpen`` 503); upstream HTTP
+errors are returned as replies, so callers can hand them to the client with their status and body
+intact. Retries and the circuit breaker follow the tables in ``resilience``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ import httpx
 
 from ..errors import UpstreamTimeout, UpstreamUnavailable
 from .aio import AiohttpTransport
+from .resilience import RETRY_STATUSES, Breaker, RetryPolicy
 
 Transport = httpx.AsyncBaseTransport  # what tests inject under the clients (e.g. MockTransport)
 
@@ -68,8 +72,13 @@ class Limits:
     max_response_bytes: int = 32 * 1024 * 1024
 
 
+class _NotSent(UpstreamUnavailable):
+    """The connection was never made, so the request never left: safe to retry."""
+
+
 class UpstreamClient:
-    """Pooled HTTP client for one upstream base URL (e.g. ``http://127.0.0.1:8000/v1``)."""
+    """Pooled HTTP client for one upstream base URL (e.g. ``http://127.0.0.1:8000/v1``), with
+    its retry policy and circuit breaker (see ``resilience``)."""
 
     def __init__(
         self,
@@ -78,12 +87,14 @@ class UpstreamClient:
         timeout: float,
         limits: Limits | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.limits = limits or Limits()
-        # The transport alone, without httpx.Client's cookie, auth and redirect layers: an
-        # upstream call needs none of them and they cost more than the rest of the hop.
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker or Breaker(5, 5.0)
         # The transport alone, without httpx.Client's cookie, auth and redirect layers: an
         # upstream call needs none of them and they cost more than the rest of the hop.
         self._transport = transport or AiohttpTransport(
@@ -99,40 +110,59 @@ class UpstreamClient:
     async def request(
         self, method: str, path: str, headers: Mapping[str, str], content: bytes
     ) -> Reply:
-        """Send one request and read the whole reply (bounded by ``max_response_bytes``)."""
-        async with self.stream(method, path, headers, content) as response:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.chunks:
-                size += len(chunk)
-                if size > self.limits.max_response_bytes:
+        """Send one request and read the whole reply (bounded by ``max_response_bytes``),
+        retrying within the budget when the upstream never got it or answered 429/5xx. A
+        redirect is an error: guardrail never follows one (it could point anywhere)."""
+        request = self._build(method, path, headers, content)
+        started = time.monotonic()
+        retry = 0
+        while True:
+            retry += 1
+            try:
+                response = await self._send(request)
+            except _NotSent:
+                wait = self._wait(retry, None, started)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+                continue
+            try:
+                if response.status_code in RETRY_STATUSES:
+                    wait = self._wait(retry, response.headers.get("retry-after"), started)
+                    if wait is not None:
+                        await response.aclose()
+                        await asyncio.sleep(wait)
+                        continue
+                if 300 <= response.status_code < 400:
                     raise UpstreamUnavailable(
-                        f"upstream response exceeds {self.limits.max_response_bytes} bytes"
+                        f"the upstream answered {response.status_code} (a redirect to "
+                        f"{response.headers.get('location', 'nowhere')!r}); guardrail does not "
+                        "follow redirects: point GUARDRAIL_UPSTREAM at the final URL"
                     )
-                chunks.append(chunk)
-            return Reply(response.status, response.headers, b"".join(chunks))
+                content = await self._read(response)
+                return Reply(response.status_code, end_to_end(response.headers), content)
+            finally:
+                await response.aclose()
 
     @asynccontextmanager
     async def stream(
         self, method: str, path: str, headers: Mapping[str, str], content: bytes
     ) -> AsyncIterator[Opened]:
         """The upstream's response as soon as its headers arrive; closed on exit (which stops
-        a streaming upstream's generation)."""
-        request = httpx.Request(
-            method,
-            self.url(path),
-            headers=headers,
-            content=content,
-            extensions={"timeout": self._timeouts},
-        )
-        try:
-            response = await self._transport.handle_async_request(request)
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(
-                f"the upstream did not answer within {self.timeout:g} s"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"cannot reach the upstream {self.base_url}: {exc}") from None
+        a streaming upstream's generation). Retried only when the connection was never made."""
+        request = self._build(method, path, headers, content)
+        started = time.monotonic()
+        retry = 0
+        while True:
+            retry += 1
+            try:
+                response = await self._send(request)
+                break
+            except _NotSent:
+                wait = self._wait(retry, None, started)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
         try:
             yield Opened(response.status_code, end_to_end(response.headers), self._body(response))
         finally:
@@ -141,15 +171,73 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
+    def _build(
+        self, method: str, path: str, headers: Mapping[str, str], content: bytes
+    ) -> httpx.Request:
+        return httpx.Request(
+            method,
+            self.url(path),
+            headers=headers,
+            content=content,
+            extensions={"timeout": self._timeouts},
+        )
+
+    def _wait(self, retry: int, retry_after: str | None, started: float) -> float | None:
+        """The pause before another try, or None when the budget (tries or time) is spent."""
+        wait = self.retry.delay(retry, retry_after)
+        if wait is None or time.monotonic() - started + wait >= self.timeout:
+            return None
+        return wait
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """One try: the response once its headers arrived, failures as guardrail errors; the
+        breaker is asked first and told the result (a 5xx or a transport failure is a failure)."""
+        probe = self.breaker.before(self.base_url)
+        try:
+            response = await self._transport.handle_async_request(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self.breaker.record(False, probe=probe)
+            raise _NotSent(f"cannot reach the upstream {self.base_url}: {exc}") from None
+        except httpx.TimeoutException:
+            self.breaker.record(False, probe=probe)
+            raise UpstreamTimeout(
+                f"the upstream did not answer within {self.timeout:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            self.breaker.record(False, probe=probe)
+            raise UpstreamUnavailable(
+                f"the upstream {self.base_url} failed before answering: {exc}"
+            ) from None
+        except BaseException:  # cancelled: says nothing about the upstream
+            self.breaker.record(None, probe=probe)
+            raise
+        self.breaker.record(response.status_code < 500, probe=probe)
+        return response
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self._body(response):
+            size += len(chunk)
+            if size > self.limits.max_response_bytes:
+                raise UpstreamUnavailable(
+                    f"upstream response exceeds {self.limits.max_response_bytes} bytes "
+                    "(GUARDRAIL_MAX_UPSTREAM_RESPONSE_BYTES)"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def _body(self, response: httpx.Response) -> AsyncIterator[bytes]:
         try:
             async for chunk in response.aiter_bytes():
                 yield chunk
         except httpx.TimeoutException:
+            self.breaker.record(False)
             raise UpstreamTimeout(
                 f"the upstream stalled for more than {self.timeout:g} s"
             ) from None
         except httpx.HTTPError as exc:
+            self.breaker.record(False)
             raise UpstreamUnavailable(
                 f"the upstream connection failed mid-response: {exc}"
             ) from None

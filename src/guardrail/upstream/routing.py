@@ -11,6 +11,7 @@ from ..config import Settings
 from ..errors import UpstreamUnavailable
 from .client import Limits, Transport, UpstreamClient
 from .dialects import Dialect, dialect_for
+from .resilience import Breaker, RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,17 @@ class Router:
         def client(url: str) -> UpstreamClient:
             if url not in clients:
                 clients[url] = UpstreamClient(
-                    url, timeout=settings.upstream_timeout, limits=limits, transport=transport
+                    url,
+                    timeout=settings.upstream_timeout,
+                    limits=limits,
+                    transport=transport,
+                    retry=RetryPolicy(
+                        settings.upstream_retries,
+                        max_retry_after=settings.upstream_retry_after_max,
+                    ),
+                    breaker=Breaker(
+                        settings.upstream_breaker_failures, settings.upstream_breaker_cooldown
+                    ),
                 )
             return clients[url]
 
