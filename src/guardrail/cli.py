@@ -189,6 +189,45 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if result["valid"] else 1
 
 
+def database_url(args: argparse.Namespace) -> str:
+    from .config import Settings
+
+    return Settings.load({"database_url": args.database_url}).database_url
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .registry.migrations import migrate
+
+    url = database_url(args)
+    applied = asyncio.run(migrate(url))
+    if url.startswith("sqlite:"):
+        out.print("SQLite: the tables are created when the store opens; nothing else to apply")
+    for name in applied:
+        out.print(f"applied {name}")
+    if not applied and not url.startswith("sqlite:"):
+        out.print("up to date")
+    return 0
+
+
+def cmd_db_status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .registry.migrations import status
+
+    url = database_url(args)
+    states = asyncio.run(status(url))
+    if url.startswith("sqlite:"):
+        out.print("SQLite: no versioned migrations (the store creates its tables when it opens)")
+        return 0
+    table = Table("version", "name", "applied")
+    for state in states:
+        table.add_row(state.version, state.name, state.applied_at or "[yellow]pending[/]")
+    out.print(table)
+    return 0 if all(s.applied_at for s in states) else 1
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -204,7 +243,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream", help="base URL of the LLM endpoint, e.g. http://h:8000/v1")
     serve.add_argument("--dialect", help="structured-output dialect of the upstream")
     serve.add_argument("--upstream-timeout", type=float, help="seconds")
-    serve.add_argument("--database-url", help="sqlite:///path.db")
+    serve.add_argument("--database-url", help="sqlite:///path.db or postgresql://...")
     serve.add_argument("--schemas-dir", help="*.json here are registered at start-up")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=cmd_serve)
@@ -230,6 +269,16 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--no-repair", action="store_true")
     check.add_argument("--json", action="store_true")
     check.set_defaults(run=cmd_validate)
+
+    db = sub.add_parser("db", help="database migrations (GUARDRAIL_DATABASE_URL)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    for name, run, text in (
+        ("migrate", cmd_db_migrate, "apply pending migrations (serve also does at start-up)"),
+        ("status", cmd_db_status, "list migrations, applied and pending (exit 1 if pending)"),
+    ):
+        command = db_sub.add_parser(name, help=text)
+        command.add_argument("--database-url", help="sqlite:///path.db or postgresql://...")
+        command.set_defaults(run=run)
     return top
 
 

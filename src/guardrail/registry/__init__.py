@@ -1,20 +1,44 @@
 """The versioned schema registry: value objects, the store protocol and its backends."""
 
+from collections.abc import Callable
+
 from .compat import Compatibility, compatibility_problems
-from .models import NewVersion, SchemaConfig, SchemaVersion, StatsStore, Store
+from .models import ChangeFeed, NewVersion, SchemaConfig, SchemaVersion, StatsStore, Store
 from .service import Registration, Registry, Resolved, parse_ref
 from .sqlite import SQLiteStore
 
 
+def _postgres(url: str) -> Store:
+    try:
+        from .postgres import PostgresStore  # asyncpg is the optional extra guardrail[postgres]
+    except ImportError as exc:
+        raise ValueError(
+            f"{url.split(':', 1)[0]}:// needs asyncpg: pip install 'guardrail[postgres]' ({exc})"
+        ) from None
+    return PostgresStore.from_url(url)
+
+
+STORES: dict[str, Callable[[str], Store]] = {
+    "sqlite": SQLiteStore.from_url,
+    "postgresql": _postgres,
+    "postgres": _postgres,
+}
+
+
 def open_store(url: str) -> Store:
-    """The store for a database URL (``sqlite:///...``)."""
-    if url.startswith("sqlite:"):
-        return SQLiteStore.from_url(url)
+    """The store for a database URL: ``sqlite:///path.db``, ``postgresql://user@host/db``."""
     scheme = url.split(":", 1)[0]
-    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///path.db")
+    opener = STORES.get(scheme)
+    if opener is None:
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r}: use sqlite:///path.db "
+            "or postgresql://user@host:5432/db"
+        )
+    return opener(url)
 
 
 __all__ = [
+    "ChangeFeed",
     "Compatibility",
     "NewVersion",
     "Registration",

@@ -90,6 +90,16 @@ class Store(Protocol):
 
 
 @runtime_checkable
+class ChangeFeed(Protocol):
+    """A store shared by several instances that says when one of them changed a name.
+
+    ``watch(callback)``: ``callback(name)`` after any instance registered a version of, deleted
+    or reconfigured ``name``; ``callback(None)`` when changes may have been missed."""
+
+    def watch(self, callback: Callable[[str | None], None]) -> None: ...
+
+
+@runtime_checkable
 class StatsStore(Protocol):
     """Durable conformance stats, usually the registry store itself (opened and closed as one).
 

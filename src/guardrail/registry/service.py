@@ -8,17 +8,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from ..errors import BadRequest, GuardrailError, IncompatibleSchema, SchemaNotFound
+from ..errors import (
+    BadRequest,
+    GuardrailError,
+    IncompatibleSchema,
+    RegistryUnavailable,
+    SchemaNotFound,
+)
 from ..portability import portability_warnings
 from ..validation import CompiledSchema, Limits, Schema, check_schema, compile_schema, fingerprint
 from .compat import compatibility_problems
-from .models import NewVersion, SchemaConfig, SchemaVersion, Store
+from .models import ChangeFeed, NewVersion, SchemaConfig, SchemaVersion, Store
 
 log = logging.getLogger("guardrail.registry")
+T = TypeVar("T")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -79,6 +86,22 @@ class Registry:
         self._versions: dict[tuple[str, int], Resolved] = {}
         self._latest: dict[str, tuple[float, Resolved]] = {}
         self._configs: dict[str, tuple[float, SchemaConfig]] = {}
+        # Versions another instance may have deleted: used only while the store is unreachable.
+        self._fallback: dict[tuple[str, int], Resolved] = {}
+        # Bumped by every invalidation: a lookup that raced with one does not cache its answer.
+        self._generation = 0
+        if isinstance(store, ChangeFeed):  # a shared store tells us what other instances change
+            store.watch(self.invalidate)
+
+    def invalidate(self, name: str | None = None) -> None:
+        """Forget what is cached about ``name`` (every name when None), so the next lookup asks
+        the store. Entries are kept as a fallback for while the store is unreachable: requests
+        with schemas seen before keep being checked during a database outage."""
+        self._generation += 1
+        for key in [k for k in self._versions if name is None or k[0] == name]:
+            self._fallback[key] = self._versions.pop(key)
+        _expire(self._latest, name)
+        _expire(self._configs, name)
 
     async def register(self, name: str, schema: Any, description: str = "") -> Registration:
         """Add a version (or find the identical one). Raises InvalidSchema, SchemaTooLarge,
@@ -115,15 +138,25 @@ class Registry:
             hit = self._versions.get((name, number))
             if hit is not None:
                 return hit
-        found = await self.store.get_version(name, number)
+        generation = self._generation
+        try:
+            found = await self.store.get_version(name, number)
+        except RegistryUnavailable:
+            stale = self._latest.get(name) if number is None else None
+            fallback = stale[1] if stale else self._fallback.get((name, number or 0))
+            if fallback is None:
+                raise
+            log.warning("registry unreachable: using the cached %s", fallback.version.ref)
+            return fallback
         if found is None:
             what = f"version {number} of schema {name!r}" if number else f"schema {name!r}"
             raise SchemaNotFound(f"{what} is not registered")
         resolved = self._versions.get((name, found.version))
+        self._fallback.pop((name, found.version), None)
         if resolved is None:
             resolved = Resolved(found, compile_schema(found.schema))
             self._versions[(name, found.version)] = resolved
-        if number is None:
+        if number is None and generation == self._generation:
             self._latest[name] = (self.clock(), resolved)
         return resolved
 
@@ -149,8 +182,15 @@ class Registry:
         cached = self._configs.get(name)
         if cached is not None and self.clock() - cached[0] < self.latest_ttl:
             return cached[1]
-        config = await self.store.get_config(check_name(name))
-        self._configs[name] = (self.clock(), config)
+        generation = self._generation
+        try:
+            config = await self.store.get_config(check_name(name))
+        except RegistryUnavailable:
+            if cached is None:
+                raise
+            return cached[1]  # stale, but the schema it goes with is being served from cache
+        if generation == self._generation:
+            self._configs[name] = (self.clock(), config)
         return config
 
     async def set_config(self, name: str, changes: dict[str, Any]) -> SchemaConfig:
@@ -182,6 +222,12 @@ class Registry:
                 continue
             log.error("schemas dir: %s; keeping the last registered version", problems[-1])
         return problems
+
+
+def _expire(cache: dict[str, tuple[float, T]], name: str | None) -> None:
+    """Mark entries as too old to use (but keep them: see Registry.invalidate)."""
+    for key in [k for k in cache if name is None or k == name]:
+        cache[key] = (float("-inf"), cache[key][1])
 
 
 def _description(schema: Schema) -> str:
