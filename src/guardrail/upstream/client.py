@@ -194,11 +194,14 @@ class UpstreamClient:
         breaker is asked first and told the result (a 5xx or a transport failure is a failure)."""
         probe = self.breaker.before(self.base_url)
         try:
-            response = await self._transport.handle_async_request(request)
+            # One bound on the whole wait for headers: a server trickling them byte by byte
+            # (slow loris) never trips the per-read timeout.
+            async with asyncio.timeout(self.timeout):
+                response = await self._transport.handle_async_request(request)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             self.breaker.record(False, probe=probe)
             raise _NotSent(f"cannot reach the upstream {self.base_url}: {exc}") from None
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             self.breaker.record(False, probe=probe)
             raise UpstreamTimeout(
                 f"the upstream did not answer within {self.timeout:g} s"

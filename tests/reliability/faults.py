@@ -1,0 +1,286 @@
+"""A real loopback upstream that misbehaves on request: each chat request's ``model`` names the
+fault (``"fault/<name>"``), so one server plays every case of the fault table.
+
+Only this module knows how each fault looks on the wire; the tests name faults and assert what
+guardrail makes of them. Per-case state (how often a fault was hit) is keyed by the request's first
+message, so cases sharing the server never see each other's counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..fakes import completion, no_delay, read_request
+
+PERSON_OK = '{"name": "Ada", "age": 36}'
+Writer = asyncio.StreamWriter
+Handler = Callable[["FaultUpstream", Writer, str], Awaitable[bool]]
+
+
+def head(status: str, headers: dict[str, str], length: int | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status}"] + [f"{k}: {v}" for k, v in headers.items()]
+    if length is not None:
+        lines.append(f"content-length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def reply(status: str, body: bytes, content_type: str = "application/json", **extra: str) -> bytes:
+    return head(status, {"content-type": content_type, **extra}, len(body)) + body
+
+
+def ok_body(content: str = PERSON_OK) -> bytes:
+    return json.dumps(completion(content)).encode()
+
+
+async def send(writer: Writer, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+
+
+def reset(writer: Writer) -> None:
+    """Close with a TCP RST (SO_LINGER 0) instead of an orderly FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def until_closed(server: FaultUpstream) -> None:
+    await asyncio.sleep(3600)  # cancelled when the peer hangs up or the server stops
+
+
+# -- the faults: each writes its misbehaviour; True keeps the connection for the next request --
+
+
+async def ok(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    await send(writer, reply("200 OK", ok_body()))
+    return True
+
+
+async def reset_mid_body(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    body = ok_body()
+    await send(writer, head("200 OK", {"content-type": "application/json"}, len(body) + 500))
+    await send(writer, body[:20])
+    reset(writer)
+    return False
+
+
+async def reset_before_headers(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    reset(writer)
+    return False
+
+
+async def stall_before_headers(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    await until_closed(server)
+    return False
+
+
+async def stall_mid_body(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    body = ok_body()
+    await send(writer, head("200 OK", {"content-type": "application/json"}, len(body)))
+    await send(writer, body[:20])
+    await until_closed(server)
+    return False
+
+
+async def stall_mid_stream(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    await send(writer, head("200 OK", {"content-type": "text/event-stream"}))
+    await send(writer, b'data: {"choices": [{"index": 0, "delta": {"content": "{"}}]}\n\n')
+    await until_closed(server)
+    return False
+
+
+async def status_500(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    body = b'{"error": {"message": "upstream exploded", "type": "server_error"}}'
+    await send(writer, reply("500 Internal Server Error", body))
+    return True
+
+
+async def status_503_then_ok(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    if server.hits[key] == 1:
+        body = b'{"error": {"message": "overloaded"}}'
+        await send(writer, reply("503 Service Unavailable", body, **{"retry-after": "1"}))
+    else:
+        await send(writer, reply("200 OK", ok_body()))
+    return True
+
+
+async def rate_limited_then_ok(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    if server.hits[key] == 1:
+        body = b'{"error": {"message": "slow down", "type": "rate_limit"}}'
+        await send(writer, reply("429 Too Many Requests", body, **{"retry-after": "1"}))
+    else:
+        await send(writer, reply("200 OK", ok_body()))
+    return True
+
+
+async def rate_limited_long(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    body = b'{"error": {"message": "come back in a minute", "type": "rate_limit"}}'
+    await send(writer, reply("429 Too Many Requests", body, **{"retry-after": "60"}))
+    return True
+
+
+async def invalid_json(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    await send(writer, reply("200 OK", b"<html>upstream proxy error</html>", "text/html"))
+    return True
+
+
+async def error_body(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    await send(writer, reply("200 OK", b'{"error": {"message": "model not loaded"}}'))
+    return True
+
+
+async def huge_body(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    body = ok_body("x" * (4 * 1024 * 1024))  # far beyond the test's response limit
+    await send(writer, reply("200 OK", body))
+    return True
+
+
+async def redirect(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    location = f"http://127.0.0.1:{server.canary.port}/v1/chat/completions"
+    await send(writer, reply("307 Temporary Redirect", b"", location=location))
+    return True
+
+
+async def slow_loris_headers(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    for byte in b"HTTP/1.1 200 OK\r\nx-padding: " + b"a" * 100_000:
+        await send(writer, bytes([byte]))
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def slow_loris_body(server: FaultUpstream, writer: Writer, key: str) -> bool:
+    body = ok_body()
+    await send(writer, head("200 OK", {"content-type": "application/json"}, len(body)))
+    for byte in body:
+        await send(writer, bytes([byte]))
+        await asyncio.sleep(0.1)
+    return True
+
+
+FAULTS: dict[str, Handler] = {
+    f.__name__: f
+    for f in (
+        ok,
+        reset_mid_body,
+        reset_before_headers,
+        stall_before_headers,
+        stall_mid_body,
+        stall_mid_stream,
+        status_500,
+        status_503_then_ok,
+        rate_limited_then_ok,
+        rate_limited_long,
+        invalid_json,
+        error_body,
+        huge_body,
+        redirect,
+        slow_loris_headers,
+        slow_loris_body,
+    )
+}
+
+
+class Canary:
+    """A listening socket that must never be contacted (redirect targets, remote $refs)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.setblocking(False)
+        self.port: int = self._sock.getsockname()[1]
+
+    def contacts(self) -> int:
+        """Connections made to it so far (accepted and closed here)."""
+        count = 0
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except BlockingIOError:
+                return count
+            conn.close()
+            count += 1
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class FaultUpstream:
+    """The fault server: ``with FaultUpstream() as up: up.url``; ``up.hits[key]`` counts the
+    requests each case (keyed by its first message) made."""
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.canary = Canary()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    def __enter__(self) -> FaultUpstream:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop)
+        self._thread.join(5)
+        self.canary.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._loop.stop()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._accept, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: Writer) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        no_delay(writer)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: Writer) -> None:
+        while True:
+            raw = await read_request(reader)
+            body: dict[str, Any] = json.loads(raw.split(b"\r\n\r\n", 1)[1] or b"{}")
+            model = str(body.get("model", "fault/ok"))
+            key = str((body.get("messages") or [{}])[0].get("content", ""))
+            self.hits[key] += 1
+            fault = FAULTS[model.removeprefix("fault/")]
+            # A stalled fault ends when the client hangs up: race it against EOF.
+            work = asyncio.ensure_future(fault(self, writer, key))
+            eof = asyncio.ensure_future(reader.read(1))
+            done, _ = await asyncio.wait({work, eof}, return_when=asyncio.FIRST_COMPLETED)
+            if work not in done:
+                work.cancel()
+                return
+            eof.cancel()
+            if not work.result():
+                return
