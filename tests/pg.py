@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 
@@ -41,23 +41,46 @@ def _unreachable(reason: str) -> None:
     pytest.skip(f"PostgreSQL not available: {reason}")
 
 
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """The URL of a new, empty database on the test server; dropped (with its connections)
-    afterwards."""
+def _new_name() -> str:
     try:
         import asyncpg  # noqa: F401
     except ImportError:
         _unreachable("asyncpg is not installed (pip install -e '.[dev]')")
-    name = f"guardrail_test_{secrets.token_hex(6)}"
+    return f"guardrail_test_{secrets.token_hex(6)}"
+
+
+async def _create(name: str) -> None:
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        await _admin(f'CREATE DATABASE "{name}"')
     except (OSError, TimeoutError) as exc:
         _unreachable(f"{ADMIN_URL}: {exc}")
+
+
+async def _drop(name: str) -> None:
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """The URL of a new, empty database on the test server; dropped (with its connections)
+    afterwards. For sync code; async code uses ``fresh_database_async``."""
+    name = _new_name()
+    asyncio.run(_create(name))
     try:
         yield database_url(name)
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_drop(name))
+
+
+@asynccontextmanager
+async def fresh_database_async() -> AsyncIterator[str]:
+    """``fresh_database`` inside a running event loop."""
+    name = _new_name()
+    await _create(name)
+    try:
+        yield database_url(name)
+    finally:
+        await _drop(name)
 
 
 async def terminate_connections(url: str) -> int:

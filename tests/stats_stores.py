@@ -9,6 +9,8 @@ from pathlib import Path
 
 from guardrail.registry import SQLiteStore, StatsStore
 
+from .pg import fresh_database_async
+
 
 @asynccontextmanager
 async def sqlite_stats(tmp_path: Path) -> AsyncIterator[StatsStore]:
@@ -20,5 +22,18 @@ async def sqlite_stats(tmp_path: Path) -> AsyncIterator[StatsStore]:
         await store.close()
 
 
+@asynccontextmanager
+async def postgres_stats(tmp_path: Path) -> AsyncIterator[StatsStore]:
+    from guardrail.registry.postgres import PostgresStore
+
+    async with fresh_database_async() as url:
+        store = PostgresStore(url, listen=False)
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
 OpenStatsStore = Callable[[Path], AbstractAsyncContextManager[StatsStore]]
-STATS_STORES: dict[str, OpenStatsStore] = {"sqlite": sqlite_stats}
+STATS_STORES: dict[str, OpenStatsStore] = {"sqlite": sqlite_stats, "postgres": postgres_stats}

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -25,6 +25,7 @@ import asyncpg
 import orjson
 
 from ..errors import RegistryUnavailable
+from ..stats.model import Rollup, Sample, StatsFilter
 from .compat import Compatibility
 from .migrations import Migration, MigrationState, migrations
 from .models import NewVersion, SchemaConfig, SchemaVersion
@@ -397,3 +398,170 @@ class PostgresStore:
                 body,
             )
             await self._notify(conn, name)
+
+    # -- stats -----------------------------------------------------------------------------
+
+    async def write_rollups(self, batch: Sequence[Rollup]) -> None:
+        if not batch:
+            return
+        # Every instance writes its keys in one order, so two batches never deadlock.
+        rollups = sorted(batch, key=lambda r: r.key)
+        paths = sorted((*r.key, p, k, c) for r in rollups for p, k, c in r.failing_paths)
+        async with self._connection() as conn, conn.transaction():
+            await conn.executemany(
+                _ADD_ROLLUP,
+                [
+                    (
+                        *r.key,
+                        r.count,
+                        r.attempts,
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                        list(r.latency),
+                        list(r.upstream_latency),
+                    )
+                    for r in rollups
+                ],
+            )
+            if paths:
+                await conn.executemany(_ADD_PATH, paths)
+
+    async def query_rollups(self, filters: StatsFilter) -> list[Rollup]:
+        where, params = _where(filters)
+        async with self._connection() as conn:
+            path_rows = await conn.fetch(
+                "SELECT minute, schema, version, model, outcome, path, keyword, count "
+                f"FROM stats_paths{where}",
+                *params,
+            )
+            rows = await conn.fetch(f"SELECT {_ROLLUP_COLUMNS} FROM stats_rollups{where}", *params)
+        paths: dict[tuple[object, ...], list[tuple[str, str, int]]] = {}
+        for p in path_rows:
+            paths.setdefault(tuple(p[:5]), []).append((p["path"], p["keyword"], p["count"]))
+        return [
+            Rollup(
+                minute=row["minute"],
+                schema=row["schema"],
+                version=row["version"],
+                model=row["model"],
+                outcome=row["outcome"],
+                count=row["count"],
+                attempts=row["attempts"],
+                prompt_tokens=row["prompt_tokens"],
+                completion_tokens=row["completion_tokens"],
+                latency=tuple(row["latency"]),
+                upstream_latency=tuple(row["upstream_latency"]),
+                failing_paths=tuple(paths.get(tuple(row[:5]), ())),
+            )
+            for row in rows
+        ]
+
+    async def add_samples(self, samples: Sequence[Sample], *, keep: int) -> None:
+        if not samples:
+            return
+        async with self._connection() as conn, conn.transaction():
+            await conn.executemany(
+                f"INSERT INTO stats_samples ({_SAMPLE_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11)",
+                [
+                    (
+                        s.at,
+                        s.request_id,
+                        s.schema,
+                        s.version,
+                        s.model,
+                        s.outcome,
+                        s.attempts,
+                        orjson.dumps(s.errors).decode(),
+                        s.output,
+                        s.redaction,
+                        s.digest,
+                    )
+                    for s in samples
+                ],
+            )
+            for schema, version in sorted({(s.schema, s.version) for s in samples}):
+                await conn.execute(
+                    "DELETE FROM stats_samples WHERE schema = $1 AND version = $2 AND id NOT IN "
+                    "(SELECT id FROM stats_samples WHERE schema = $1 AND version = $2 "
+                    "ORDER BY id DESC LIMIT $3)",
+                    schema,
+                    version,
+                    keep,
+                )
+
+    async def list_samples(
+        self, schema: str, version: str | None = None, limit: int = 100
+    ) -> list[Sample]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_SAMPLE_READ} FROM stats_samples "
+                "WHERE schema = $1 AND ($2::text IS NULL OR version = $2) "
+                "ORDER BY id DESC LIMIT $3",
+                schema,
+                version,
+                limit,
+            )
+        return [
+            Sample(
+                at=row["at"],
+                request_id=row["request_id"],
+                schema=row["schema"],
+                version=row["version"],
+                model=row["model"],
+                outcome=row["outcome"],
+                attempts=row["attempts"],
+                errors=tuple(tuple(e) for e in orjson.loads(row["errors"])),
+                output=row["output"],
+                redaction=row["redaction"],
+                digest=row["digest"],
+            )
+            for row in rows
+        ]
+
+
+_ROLLUP_COLUMNS = (
+    "minute, schema, version, model, outcome, count, attempts, prompt_tokens, "
+    "completion_tokens, latency, upstream_latency"
+)
+_SAMPLE_COLUMNS = (
+    "at, request_id, schema, version, model, outcome, attempts, errors, output, redaction, digest"
+)
+_SAMPLE_READ = _SAMPLE_COLUMNS.replace("errors", "errors::text AS errors")
+# Adding to a row is one statement: the row lock makes concurrent adds from instances exact.
+_ADD_ROLLUP = f"""
+INSERT INTO stats_rollups AS r ({_ROLLUP_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (minute, schema, version, model, outcome) DO UPDATE SET
+    count = r.count + excluded.count,
+    attempts = r.attempts + excluded.attempts,
+    prompt_tokens = r.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = r.completion_tokens + excluded.completion_tokens,
+    latency = guardrail_add_buckets(r.latency, excluded.latency),
+    upstream_latency = guardrail_add_buckets(r.upstream_latency, excluded.upstream_latency)
+"""
+_ADD_PATH = """
+INSERT INTO stats_paths AS p (minute, schema, version, model, outcome, path, keyword, count)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (minute, schema, version, model, outcome, path, keyword)
+DO UPDATE SET count = p.count + excluded.count
+"""
+
+
+def _where(filters: StatsFilter) -> tuple[str, list[object]]:
+    """The WHERE clause (with its leading space) and parameters a filter means."""
+    clauses: list[str] = []
+    params: list[object] = []
+    bounds = (
+        ("schema = ", filters.schema),
+        ("version = ", filters.version),
+        ("model = ", filters.model),
+        # ``since`` counts the whole minute it falls in; ``until`` is exclusive.
+        ("minute >= ", None if filters.since is None else filters.since - filters.since % 60),
+        ("minute < ", filters.until),
+    )
+    for clause, value in bounds:
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{clause}${len(params)}")
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
