@@ -103,6 +103,8 @@ class UpstreamClient:
         )
         connect = min(timeout, 10.0)
         self._timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
+        # Parsed URLs by path: parsing one costs more than building the rest of the request.
+        self._urls: dict[str, httpx.URL] = {}
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -174,9 +176,14 @@ class UpstreamClient:
     def _build(
         self, method: str, path: str, headers: Mapping[str, str], content: bytes
     ) -> httpx.Request:
+        url = self._urls.get(path)
+        if url is None:
+            url = httpx.URL(self.url(path))
+            if len(self._urls) < 64 and "?" not in path:  # a few fixed paths, not every query
+                self._urls[path] = url
         return httpx.Request(
             method,
-            self.url(path),
+            url,
             headers=headers,
             content=content,
             extensions={"timeout": self._timeouts},
