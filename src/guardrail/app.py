@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from .config import Settings
 from .errors import GuardrailError
 from .pipeline import Pipeline
-from .registry import Registry, Store, open_store
+from .registry import Registry, StatsStore, Store, open_store
 from .routes.admin import AdminAPI
 from .routes.http import (
     ClientDisconnected,
@@ -24,6 +24,8 @@ from .routes.http import (
 )
 from .routes.ops import OpsAPI
 from .routes.proxy import ProxyAPI
+from .routes.stats import StatsAPI
+from .stats.recorder import Recorder
 from .upstream.client import Transport
 from .upstream.routing import Router
 from .validation import Limits
@@ -50,20 +52,43 @@ def create_app(
         request_timeout=settings.request_timeout,
         max_total_tokens=settings.max_total_tokens,
     )
-    proxy = ProxyAPI(pipeline, router, max_body_bytes=settings.max_body_bytes)
+    stats_store = store if isinstance(store, StatsStore) else None
+    recorder = (
+        Recorder(
+            stats_store,
+            flush_seconds=settings.stats_flush_seconds,
+            samples=settings.stats_samples,
+            redaction=settings.stats_redaction,
+            max_models=settings.stats_max_models,
+            max_paths=settings.stats_max_paths,
+            log_requests=settings.log_level in ("debug", "info"),
+        )
+        if settings.stats
+        else None
+    )
+    proxy = ProxyAPI(pipeline, router, max_body_bytes=settings.max_body_bytes, recorder=recorder)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         await registry.load_dir(settings.schemas_dir)  # logs each file it cannot register
+        if recorder is not None:
+            recorder.start()
         try:
             yield
         finally:
+            if recorder is not None:
+                await recorder.stop()  # the last rollups reach the store before it closes
             await router.aclose()
             await store.close()
 
     app = Starlette(
-        routes=[*proxy.routes, *AdminAPI(registry, settings).routes, *OpsAPI(store).routes],
+        routes=[
+            *proxy.routes,
+            *AdminAPI(registry, settings).routes,
+            *OpsAPI(store).routes,
+            *StatsAPI(recorder, stats_store).routes,
+        ],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={
             GuardrailError: guardrail_error,

@@ -73,6 +73,15 @@ class Settings(BaseModel):
     # How long "name" (latest version) lookups are cached; versions themselves never change.
     latest_cache_seconds: float = Field(2.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Conformance stats (/metrics, /guardrail/stats): on by default; rollups reach the store
+    # every stats_flush_seconds; the last stats_samples failing outputs per schema version are
+    # kept, redacted as stats_redaction says; model and path labels are capped (then "other").
+    stats: bool = True
+    stats_flush_seconds: float = Field(2.0, gt=0)
+    stats_samples: int = Field(100, ge=0)
+    stats_redaction: Literal["none", "truncate", "hash", "off"] = "truncate"
+    stats_max_models: int = Field(20, ge=1)
+    stats_max_paths: int = Field(50, ge=1)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

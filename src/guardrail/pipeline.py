@@ -25,6 +25,7 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .registry import Registry, SchemaConfig
+from .stats.model import AttemptRecord, FailedOutput
 from .streaming import (
     DONE,
     StreamChecker,
@@ -121,6 +122,10 @@ class Attempt:
     def repaired(self) -> bool:
         return any(r.repairs for choice in self.verdicts for r in choice)
 
+    def violations(self) -> tuple[Violation, ...]:
+        """Every violation of every choice that did not conform."""
+        return tuple(e for choice in self.verdicts for r in choice if not r.valid for e in r.errors)
+
     def first_failure(self) -> Failure:
         for choice, results in zip(_choices(self.completion), self.verdicts, strict=True):
             for result in results:
@@ -128,6 +133,35 @@ class Attempt:
                     cut = choice.get("finish_reason") == "length"
                     return Failure(_raw_output(choice), result.errors, cut)
         return Failure("", (), False)
+
+
+@dataclass(slots=True)
+class Trace:
+    """What stats keep of a checked request, filled in as it goes: the caller reads it once
+    the request is answered, whether that ended in an answer or an error (outcome None)."""
+
+    dialect: str = ""
+    relaxed: tuple[str, ...] = ()
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    outcome: str | None = None
+    failure: FailedOutput | None = None  # the last non-conforming output, when there was one
+
+    def attempted(self, completion: dict[str, Any], seconds: float, attempt: Attempt) -> None:
+        usage = _object(completion.get("usage"))
+        errors = () if attempt.conforms else attempt.violations()
+        self.attempts.append(
+            AttemptRecord(
+                _int(usage.get("prompt_tokens")),
+                _int(usage.get("completion_tokens")),
+                seconds,
+                tuple((e.path, e.keyword) for e in errors),
+            )
+        )
+        if errors:
+            failure = attempt.first_failure()
+            self.failure = FailedOutput(
+                failure.output, tuple((e.path, e.keyword, e.message) for e in failure.errors)
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,23 +336,38 @@ class Pipeline:
     # -- the journey -----------------------------------------------------------------------
 
     async def run(
-        self, body: dict[str, Any], headers: Mapping[str, str], target: Target
+        self,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        target: Target,
+        trace: Trace | None = None,
     ) -> Answer | Stream:
-        """A checked request: progressive when asked to stream in that mode, else buffered."""
+        """A checked request: progressive when asked to stream in that mode, else buffered.
+        ``trace``, when given, is filled in for stats."""
         upstream = self.router.upstream_for(_model(body))
         policy = self.policy(target, upstream, headers)
+        trace = trace or Trace()
+        trace.dialect = upstream.dialect.name
         progressive = body.get("stream") is True and policy.stream_mode == "progressive"
         if progressive and upstream.dialect.name in PROGRESSIVE_DIALECTS:
-            return await self.progressive(body, headers, target, upstream)
-        return await self.complete(body, headers, target, upstream, policy)
+            return await self.progressive(body, headers, target, upstream, trace)
+        return await self.complete(body, headers, target, upstream, policy, trace)
 
     async def progressive(
-        self, body: dict[str, Any], headers: Mapping[str, str], target: Target, upstream: Upstream
+        self,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        target: Target,
+        upstream: Upstream,
+        trace: Trace | None = None,
     ) -> Answer | Stream:
         """Forward the upstream's stream as it comes, checking it as it goes; on the first
         definite violation end the client's stream with an error event and close the upstream
         connection, so the upstream stops generating. One attempt: nothing sent is retracted."""
         translation = upstream.dialect.translate({**body, "stream": True}, target.constraint)
+        trace = trace or Trace()
+        trace.relaxed = translation.relaxed
+        started = time.perf_counter()
         stack = contextlib.AsyncExitStack()
         response = await stack.enter_async_context(
             upstream.client.stream(
@@ -331,6 +380,7 @@ class Pipeline:
             content = b"".join([chunk async for chunk in response.chunks])
             await stack.aclose()
             if response.status >= 400:
+                trace.attempts.append(AttemptRecord(0, 0, time.perf_counter() - started))
                 return Answer(response.status, _error_headers(response.headers), content)
             raise UpstreamUnavailable("the upstream did not stream its answer")
         checker = StreamChecker(
@@ -339,19 +389,25 @@ class Pipeline:
         )
 
         async def events() -> AsyncIterator[bytes]:
+            errors: tuple[tuple[str, str], ...] = ()
             try:
                 async for chunk in sse_events(response.chunks):
                     found = checker.feed(chunk)
                     if found is not None:
+                        errors, trace.outcome = ((found.path, found.keyword),), "failed"
                         yield violation_event(found)
                         return
                     yield event(chunk)
                 found = checker.finish()
+                if found is not None:
+                    errors = ((found.path, found.keyword),)
+                trace.outcome = "valid" if found is None else "failed"
                 yield DONE if found is None else violation_event(found)
             except GuardrailError as exc:
                 yield error_event(exc)
             finally:
                 await stack.aclose()  # closing the connection stops the upstream's generation
+                trace.attempts.append(AttemptRecord(0, 0, time.perf_counter() - started, errors))
 
         stream_headers = {**_headers(Outcome.PENDING, 1, target, translation.relaxed)}
         return Stream(stream_headers, events())
@@ -363,8 +419,10 @@ class Pipeline:
         target: Target,
         upstream: Upstream,
         policy: Policy,
+        trace: Trace | None = None,
     ) -> Answer:
         """Call the upstream until an answer conforms or the attempt/time/token budget ends."""
+        trace = trace or Trace()
         deadline = time.monotonic() + self.request_timeout
         messages = list(body["messages"])
         usage = Usage()
@@ -380,8 +438,9 @@ class Pipeline:
             translation = upstream.dialect.translate(
                 {**request, "messages": messages}, target.constraint
             )
-            relaxed = translation.relaxed
+            relaxed = trace.relaxed = translation.relaxed
             limit = min(remaining, upstream.client.timeout)  # one call, and all of them together
+            started = time.perf_counter()
             try:
                 async with asyncio.timeout(limit):
                     reply = await upstream.client.request(
@@ -394,23 +453,28 @@ class Pipeline:
                     ) from None
                 break
             attempts += 1
+            spent = time.perf_counter() - started
             if reply.status >= 400:
+                trace.attempts.append(AttemptRecord(0, 0, spent))
                 return Answer(reply.status, _error_headers(reply.headers), reply.content)
             completion = _completion(reply, upstream, forced=target.constraint is not None)
             usage.add(completion.get("usage"))
             last = self.judge(completion, target, policy)
+            trace.attempted(completion, spent, last)
             if last.conforms:
                 outcome = (
                     Outcome.REASKED
                     if attempts > 1
                     else (Outcome.REPAIRED if last.repaired else Outcome.VALID)
                 )
+                trace.outcome = outcome.value
                 return self.answer(last, outcome, attempts, usage, target, relaxed)
             if self.max_total_tokens is not None and usage.total >= self.max_total_tokens:
                 break
             messages = [*messages, *last.first_failure().reask()]
         if last is None:
             raise UpstreamTimeout(f"no answer within {self.request_timeout:g} s")
+        trace.outcome = Outcome.FAILED.value
         if policy.on_failure == "passthrough":
             return self.answer(last, Outcome.FAILED, attempts, usage, target, relaxed)
         failure = last.first_failure()
@@ -548,4 +612,4 @@ def _error_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower().startswith(keep)}
 
 
-__all__ = ["Answer", "Pipeline", "Policy", "Stream", "Target", "Usage", "feedback"]
+__all__ = ["Answer", "Pipeline", "Policy", "Stream", "Target", "Trace", "Usage", "feedback"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,20 +13,30 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BadRequest, MalformedJSON
-from ..pipeline import Pipeline, Stream
+from ..pipeline import Pipeline, Stream, Trace
+from ..stats.recorder import Recorder
 from ..streaming import completion_events
 from ..upstream.client import end_to_end
 from ..upstream.routing import Router
-from .http import read_body, unless_disconnected
+from .http import ClientDisconnected, read_body, unless_disconnected
+from .stats import request_record
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 class ProxyAPI:
-    def __init__(self, pipeline: Pipeline, router: Router, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        router: Router,
+        *,
+        max_body_bytes: int,
+        recorder: Recorder | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.router = router
         self.max_body_bytes = max_body_bytes
+        self.recorder = recorder  # None: stats are off, nothing is traced or recorded
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -35,17 +46,32 @@ class ProxyAPI:
         ]
 
     async def chat(self, request: Request) -> Response:
+        started = time.perf_counter()
         raw = await read_body(request, self.max_body_bytes)
         body = _chat_body(raw)
         headers = {k.lower(): v for k, v in request.headers.items()}
         target = await self.pipeline.resolve(body, headers)
         if target is None:
-            return await self.forward(request, raw, "/chat/completions", _model(body))
-        answer = await unless_disconnected(request, self.pipeline.run(body, headers, target))
+            relayed = await self.forward(request, raw, "/chat/completions", _model(body))
+            self.record(request, None, body, started, None)
+            return relayed
+        trace = Trace() if self.recorder else None
+        try:
+            answer = await unless_disconnected(
+                request, self.pipeline.run(body, headers, target, trace)
+            )
+        except ClientDisconnected:
+            raise  # nobody got an answer: not counted
+        except Exception:
+            self.record(request, target.ref, body, started, trace)
+            raise
         if isinstance(answer, Stream):
             return StreamingResponse(
-                answer.events, headers=answer.headers, media_type="text/event-stream"
+                self.recorded(answer.events, request, target.ref, body, started, trace),
+                headers=answer.headers,
+                media_type="text/event-stream",
             )
+        self.record(request, target.ref, body, started, trace)
         if body.get("stream") is True and answer.completion is not None:
             options = body.get("stream_options")
             usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -59,6 +85,35 @@ class ProxyAPI:
             headers=answer.headers,
             media_type="application/json",
         )
+
+    def record(
+        self,
+        request: Request,
+        ref: str | None,
+        body: dict[str, Any],
+        started: float,
+        trace: Trace | None,
+    ) -> None:
+        if self.recorder is not None:
+            request_id = getattr(request.state, "request_id", "")
+            seconds = time.perf_counter() - started
+            self.recorder.record(request_record(request_id, ref, _model(body), seconds, trace))
+
+    async def recorded(
+        self,
+        events: AsyncIterator[bytes],
+        request: Request,
+        ref: str,
+        body: dict[str, Any],
+        started: float,
+        trace: Trace | None,
+    ) -> AsyncIterator[bytes]:
+        """A progressive stream, recorded once it ends (its verdict is known only then)."""
+        try:
+            async for chunk in events:
+                yield chunk
+        finally:
+            self.record(request, ref, body, started, trace)
 
     async def relay(self, request: Request) -> Response:
         raw = await read_body(request, self.max_body_bytes)
