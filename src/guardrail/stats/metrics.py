@@ -57,14 +57,22 @@ class Metrics:
             registry=r,
         )
 
-    def request(self, schema: str, version: str, model: str, outcome: str) -> RequestMetrics:
+    def request(
+        self, schema: str, version: str, model: str, outcome: str, *, calls: bool
+    ) -> RequestMetrics:
+        """The children for one label set; ``calls``: the request went through the pipeline
+        (an unchecked one is relayed and has no attempts, tokens or upstream time of its own)."""
         return RequestMetrics(
             self.requests.labels(schema, version, model, outcome),
-            self.attempts.labels(schema, model),
             self.duration.labels(schema, model),
-            self.upstream.labels(schema, model),
-            self.tokens.labels(schema, model, "prompt"),
-            self.tokens.labels(schema, model, "completion"),
+            CallMetrics(
+                self.attempts.labels(schema, model),
+                self.upstream.labels(schema, model),
+                self.tokens.labels(schema, model, "prompt"),
+                self.tokens.labels(schema, model, "completion"),
+            )
+            if calls
+            else None,
         )
 
     def error(self, schema: str, version: str, path: str, keyword: str) -> Counter:
@@ -74,23 +82,26 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class RequestMetrics:
-    """The metric children of one (schema, version, model, outcome)."""
+class CallMetrics:
+    """The children that count upstream calls, for one (schema, model)."""
 
-    __slots__ = ("attempts", "completion", "duration", "prompt", "requests", "upstream")
+    __slots__ = ("attempts", "completion", "prompt", "upstream")
 
     def __init__(
-        self,
-        requests: Counter,
-        attempts: Histogram,
-        duration: Histogram,
-        upstream: Histogram,
-        prompt: Counter,
-        completion: Counter,
+        self, attempts: Histogram, upstream: Histogram, prompt: Counter, completion: Counter
     ) -> None:
-        self.requests = requests
         self.attempts = attempts
-        self.duration = duration
         self.upstream = upstream
         self.prompt = prompt
         self.completion = completion
+
+
+class RequestMetrics:
+    """The metric children of one (schema, version, model, outcome)."""
+
+    __slots__ = ("calls", "duration", "requests")
+
+    def __init__(self, requests: Counter, duration: Histogram, calls: CallMetrics | None) -> None:
+        self.requests = requests
+        self.duration = duration
+        self.calls = calls

@@ -146,17 +146,18 @@ class Recorder:
         labels = (schema, version, model, outcome)
         children = self._children.get(labels)
         if children is None:
-            children = self._children[labels] = self.metrics.request(*labels)
+            calls = outcome != "unchecked"
+            children = self._children[labels] = self.metrics.request(*labels, calls=calls)
         seconds, upstream = record.seconds, record.upstream_seconds
         prompt, completion = record.prompt_tokens, record.completion_tokens
         attempts = len(record.attempts)
         children.requests.inc()
         children.duration.observe(seconds)
-        if attempts:
-            children.attempts.observe(attempts)
-            children.upstream.observe(upstream)
-            children.prompt.inc(prompt)
-            children.completion.inc(completion)
+        if children.calls is not None:
+            children.calls.attempts.observe(attempts)
+            children.calls.upstream.observe(upstream)
+            children.calls.prompt.inc(prompt)
+            children.calls.completion.inc(completion)
 
         key = (int(at) // 60 * 60, schema, version, model, outcome)
         pending = self._pending.get(key)
@@ -167,7 +168,7 @@ class Recorder:
         pending.prompt += prompt
         pending.completion += completion
         pending.latency[bucket(seconds)] += 1
-        if attempts:  # an unchecked request is relayed as it streams: no upstream time apart
+        if children.calls is not None:  # an unchecked request is relayed: no upstream time apart
             pending.upstream[bucket(upstream)] += 1
         for attempt in record.attempts:
             if not attempt.errors:
