@@ -62,4 +62,5 @@ def recorder() -> Iterator[Recorder]:
         previous = json.loads(Path(target).read_text()) if Path(target).is_file() else []
         rows = {row["case"]: row for row in previous}
         rows.update({m.case: asdict(m) for m in found.results})
-        Path(target).write_text(json.dumps(sorted(rows.values(), key=lambda r: r["case"]), indent=1))
+        ordered = sorted(rows.values(), key=lambda r: r["case"])
+        Path(target).write_text(json.dumps(ordered, indent=1))

@@ -155,7 +155,19 @@ class SQLiteStore:
         self._executor.shutdown(wait=True)
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        """Readable and writable: reads the versions table, then takes and drops the write lock
+        (waiting a quarter second at most), so a file another process holds locked is unready."""
+
+        def probe(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT 1 FROM schema_versions LIMIT 1").fetchall()
+            conn.execute("PRAGMA busy_timeout = 250")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+
+        await self._run(probe)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one immediate (write-locked) transaction."""
