@@ -263,3 +263,126 @@ def test_three_hundred_requests_give_exact_cluster_stats_on_every_instance(
         assert stats["conformance_rate"] == pytest.approx(2 / 3)
         assert stats["failing_paths"][0]["path"] == "/n"
         assert stats["failing_paths"][0]["count"] == 100
+
+
+class CuttableLink:
+    """A loopback TCP relay to PostgreSQL that a test can cut (every connection dropped, new
+    ones closed at once) and restore: a database outage as guardrail sees one."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.up = True
+        self.port = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CuttableLink:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._relay, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.difference_update((writer, up_writer))
+
+    def cut(self) -> None:
+        def drop() -> None:
+            self.up = False
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        self._loop.call_soon_threadsafe(drop)
+
+    def restore(self) -> None:
+        self._loop.call_soon_threadsafe(setattr, self, "up", True)
+
+
+def wait_for(check: Any, what: str) -> None:
+    for _ in range(300):
+        if check():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_losing_the_database_keeps_cached_schemas_checked_and_stats_counted(
+    tmp_path: Path,
+) -> None:
+    with fresh_database() as direct, echo_upstream() as upstream, CuttableLink(5432) as link:
+        base, _, name = direct.rpartition("/")
+        via_link = f"{base.rsplit(':', 1)[0]}:{link.port}/{name}"
+        instance = start(via_link, upstream, tmp_path, 0, GUARDRAIL_LATEST_CACHE_SECONDS="0.2")
+        try:
+            wait_ready(instance)
+            url = instance.url
+            with httpx.Client(timeout=30) as client:
+                created = client.post(
+                    f"{url}/guardrail/schemas/kept/versions", json={"schema": schema(10)}
+                )
+                assert created.status_code == 201
+                body, headers = chat('{"n": 1}', "kept")
+
+                def ask(name: str = "kept") -> httpx.Response:
+                    return client.post(
+                        f"{url}/v1/chat/completions",
+                        json=body,
+                        headers={**headers, "X-Guardrail-Schema": name},
+                    )
+
+                assert ask().headers["x-guardrail-outcome"] == "valid"
+
+                link.cut()
+                wait_for(lambda: client.get(f"{url}/readyz").status_code == 503, "readyz 503")
+                ready = client.get(f"{url}/readyz").json()
+                time.sleep(0.3)  # past the 0.2 s latest-version cache: lookups ask the store
+                during = [ask() for _ in range(10)]
+                unknown = ask("never-seen")
+                link.restore()
+
+                assert [r.headers["x-guardrail-outcome"] for r in during] == ["valid"] * 10
+                assert [r.headers["x-guardrail-schema"] for r in during] == ["kept@1"] * 10
+                assert ready["status"] == "unavailable"
+                assert unknown.status_code == 503
+                assert unknown.json()["error"]["code"] == "registry_unavailable"
+
+                wait_for(lambda: client.get(f"{url}/readyz").status_code == 200, "readyz 200")
+
+                def counted() -> int:
+                    reply = client.get(f"{url}/guardrail/stats?schema=kept")
+                    return int(reply.json()["total"]) if reply.status_code == 200 else -1
+
+                # The requests answered during the outage were kept and written on reconnect.
+                wait_for(lambda: counted() == 11, "the buffered stats to reach the database")
+                assert counted() == 11
+        finally:
+            stop([instance])
