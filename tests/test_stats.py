@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from guardrail.config import Settings
 from guardrail.errors import BadRequest
 from guardrail.registry import SQLiteStore
 from guardrail.routes.stats import parse_time
@@ -28,6 +32,8 @@ from guardrail.stats.model import (
 from guardrail.stats.recorder import TRUNCATE_BYTES, Budget, Recorder, redact
 
 from .conftest import Proxy
+from .fakes import FakeUpstream
+from .live import serve
 
 PERSON_OK = '{"name": "Ada", "age": 36}'
 PERSON_BAD = '{"name": "Ada", "age": -3}'
@@ -208,3 +214,35 @@ def test_parse_time() -> None:
     assert parse_time(None, now=0) is None
     with pytest.raises(BadRequest):
         parse_time("soon", now=0)
+
+
+def test_stats_cli_table_and_json(settings: Settings) -> None:
+    fake = FakeUpstream([PERSON_OK, "```json\n{'name': 'Ada', 'age': 36}\n```"])
+    configured = settings.model_copy(update={"upstream": "http://upstream.test/v1"})
+    with serve(configured, transport=fake.transport()) as url:
+        for _ in range(2):
+            payload = {"model": "m", "messages": [{"role": "user", "content": "Who?"}]}
+            httpx.post(
+                f"{url}/v1/chat/completions", json=payload, headers={"X-Guardrail-Schema": "person"}
+            )
+        as_json = cli("stats", "--url", url, "--json", "--schema", "person")
+        table = cli("stats", "--url", url)
+    assert as_json.returncode == 0, as_json.stderr
+    stats = json.loads(as_json.stdout)
+    assert stats["outcomes"]["valid"] == 1 and stats["outcomes"]["repaired"] == 1
+    assert table.returncode == 0, table.stderr
+    person = next(line for line in table.stdout.splitlines() if "person" in line)
+    assert "100.0%" in person and "50.0%" in person  # conformance, repaired
+    unreachable = cli("stats", "--url", "http://127.0.0.1:9")
+    assert unreachable.returncode == 2
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "guardrail.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,6 +107,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"guardrail on http://{settings.host}:{settings.port}  "
         f"registry {settings.database_url}  schemas {settings.schemas_dir}  {upstream}"
     )
+    requests_log = logging.getLogger("guardrail.requests")  # one JSON line per request
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    requests_log.addHandler(handler)
+    requests_log.setLevel(settings.log_level.upper())
+    requests_log.propagate = False
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -187,6 +196,60 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if result["valid"] and result["repairs"]:
             out.print(json.dumps(result["value"], ensure_ascii=False))
     return 0 if result["valid"] else 1
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def stats_table(stats: dict[str, Any]) -> Table:
+    """One row per schema, then the total: what conforms, how, at what cost, and where not."""
+    table = Table(
+        "schema", "requests", "conform", "first try", "repaired", "reasked", "failed",
+        "p50 ms", "p95 ms", "tokens", "top failing path",
+    )  # fmt: skip
+    rows = [*stats["schemas"].items(), ("total", stats)]
+    for name, s in rows:
+        if name == "total" and len(rows) > 1:
+            table.add_section()
+        top = s["failing_paths"][0] if s["failing_paths"] else None
+        table.add_row(
+            "(unchecked)" if name == "-" else name,
+            str(s["total"]),
+            _percent(s["conformance_rate"]),
+            _percent(s["first_try_rate"]),
+            _percent(s["repair_rate"]),
+            _percent(s["reask_rate"]),
+            str(s["outcomes"]["failed"]),
+            str(s["latency_ms"]["p50"] or "-"),
+            str(s["latency_ms"]["p95"] or "-"),
+            str(s["tokens"]["total"]),
+            f"{top['path'] or '/'} ({top['count']})" if top else "",
+        )
+    return table
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    query = {
+        k: v
+        for k, v in {"schema": args.schema, "model": args.model, "since": args.since}.items()
+        if v
+    }
+    url = f"{args.url}/guardrail/stats?{urllib.parse.urlencode(query)}"
+    while True:
+        status, reply = call("GET", url)
+        if status >= 300:
+            print_error(reply)
+            return 1
+        if args.json:
+            out.print_json(data=reply)
+        else:
+            if args.watch:
+                out.clear()
+            out.print(stats_table(reply))
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)
 
 
 def database_url(args: argparse.Namespace) -> str:
@@ -279,6 +342,15 @@ def parser() -> argparse.ArgumentParser:
         command = db_sub.add_parser(name, help=text)
         command.add_argument("--database-url", help="sqlite:///path.db or postgresql://...")
         command.set_defaults(run=run)
+
+    stats = with_url(sub.add_parser("stats", help="conformance stats per schema"))
+    stats.add_argument("--schema")
+    stats.add_argument("--model")
+    stats.add_argument("--since", help="unix seconds, ISO 8601, or a span: 15m, 2h, 7d")
+    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--watch", type=float, nargs="?", const=2.0, help="refresh every N s")
+    stats.set_defaults(run=cmd_stats)
+
     return top
 
 
