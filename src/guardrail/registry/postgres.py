@@ -190,8 +190,13 @@ class PostgresStore:
                 timeout=self.timeout,  # to connect
                 command_timeout=self.timeout,  # per statement: a stalled server is an outage
             )
-            async with self._pool.acquire() as conn:
+            # Its own connection, without the pool's statement timeout: a migration (or the wait
+            # for another instance's) may take longer than any query should.
+            conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
+            try:
                 self.applied_migrations = await apply_migrations(conn)
+            finally:
+                await conn.close()
         except FAILURES as exc:
             await self._close_pool()
             raise RegistryUnavailable(f"cannot open {_safe(self.dsn)}: {exc}") from None
