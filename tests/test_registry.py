@@ -198,6 +198,16 @@ def test_db_status_of_an_unreachable_database_is_a_usage_error() -> None:
     assert main(["db", "status", "--database-url", "postgresql://nobody@127.0.0.1:1/x"]) == 2
 
 
+async def test_an_unreachable_postgres_is_registry_unavailable_without_its_password() -> None:
+    store = PostgresStore("postgresql://guardrail:s3cret@127.0.0.1:1/x", timeout=2)
+    with pytest.raises(RegistryUnavailable) as caught:
+        await store.open()
+    assert "127.0.0.1:1" in caught.value.message
+    assert "s3cret" not in caught.value.message
+    with pytest.raises(RegistryUnavailable):
+        await store.ping()
+
+
 # -- PostgreSQL only: what several instances sharing one database need ---------------------------
 
 
