@@ -1,4 +1,4 @@
-"""The ``guardrail`` command: serve, schemas push/list, validate.
+"""The ``guardrail`` command: serve, schemas push/list, validate, eval.
 
 Exit codes: 0 success (for ``validate``: valid or repaired), 1 failure (invalid output, refused
 request), 2 usage error (bad arguments, unreadable file, server unreachable).
@@ -351,6 +351,9 @@ def parser() -> argparse.ArgumentParser:
     stats.add_argument("--watch", type=float, nargs="?", const=2.0, help="refresh every N s")
     stats.set_defaults(run=cmd_stats)
 
+    from .eval.command import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
     return top
 
 

@@ -1,0 +1,601 @@
+"""guardrail eval: metrics, resume, bad input, the gate, replay, and one pipeline shared with the
+proxy. Upstreams are fakes (httpx.MockTransport, or a real loopback server for the CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from guardrail.app import create_app
+from guardrail.cli import main
+from guardrail.config import Settings
+from guardrail.eval import runner
+from guardrail.eval.metrics import Rate, group_metrics, percentile, wilson
+from guardrail.eval.results import Row, read_rows
+from guardrail.eval.spec import load_spec
+
+from .conftest import LOOPBACK
+from .fakes import completion
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT / "schemas"
+PERSON_OK = '{"name": "Ada", "age": 36}'
+Handler = Callable[[dict[str, Any]], str]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def by_constraint(request_body: dict[str, Any]) -> str:
+    """A model that conforms when constrained and rambles when not."""
+    if "response_format" in request_body:
+        return PERSON_OK
+    return "Sure! The person is Ada, who is 36 years old."
+
+
+def transport(handler: Handler, seen: list[dict[str, Any]] | None = None) -> httpx.MockTransport:
+    def respond(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"object": "list", "data": []})
+        body = json.loads(request.content)
+        if seen is not None:
+            seen.append(body)
+        return httpx.Response(200, json=completion(handler(body)))
+
+    return httpx.MockTransport(respond)
+
+
+def write_spec(
+    tmp_path: Path,
+    *,
+    cases: int = 3,
+    targets: tuple[str, ...] = ("http://fake.test/v1",),
+    schema: str = "person",
+    extra: str = "",
+) -> Path:
+    lines = [f'schemas_dir = "{SCHEMAS}"', "max_tokens = 50", extra]
+    for index, url in enumerate(targets):
+        lines += ["[[targets]]", f'name = "t{index}"', f'upstream = "{url}"', 'model = "m"']
+    for index in range(cases):
+        lines += [
+            "[[cases]]",
+            f'schema = "{schema}"',
+            f'prompt = "Ada is {30 + index}."',
+            f'expect = {{ "/name" = "Ada", "/age" = {30 + index} }}',
+        ]
+    path = tmp_path / "spec.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_spec(spec: Path, out: Path, handler: Handler = by_constraint, **kwargs: Any) -> list[Row]:
+    return asyncio.run(runner.run(load_spec(spec), out, transport=transport(handler), **kwargs))
+
+
+def row(outcome: str, **fields: Any) -> Row:
+    values: dict[str, Any] = {
+        "key": fields.pop("key", f"k{id(fields)}"),
+        "case": "c",
+        "schema": "person@1",
+        "schema_name": "person",
+        "target": "t",
+        "model": "m",
+        "stage": "guardrail",
+        "repeat": 0,
+        "outcome": outcome,
+        "attempts": 1,
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "cost": 0.0,
+        "latency_s": 1.0,
+    }
+    values.update(fields)
+    return Row.model_validate(values)
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def test_wilson_interval_known_values() -> None:
+    low, high = wilson(20, 20)
+    assert round(low, 4) == 0.8389 and high == 1.0  # 20/20 is "at least 84%", not 100%
+    low, high = wilson(5, 10)
+    assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
+    assert wilson(0, 0) == (0.0, 1.0)
+    low, high = wilson(0, 50)
+    assert low == 0.0 and round(high, 4) == 0.0713  # z²/(n + z²)
+    assert str(Rate(19, 20)) == "95.0% [76.4–99.1]"
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 95) == 5.0
+    assert percentile([], 50) == 0.0
+    assert percentile([float(i) for i in range(1, 101)], 95) == pytest.approx(95.05)
+
+
+def test_group_metrics_rates_tokens_fields_and_paths() -> None:
+    rows = [
+        row("valid", key="a", fields={"/name": True, "/age": True}, cost=0.002),
+        row("repaired", key="b", fields={"/name": True, "/age": False}, cost=0.002),
+        row("reasked", key="c", attempts=2, prompt_tokens=30, completion_tokens=10, cost=0.004),
+        row(
+            "failed",
+            key="d",
+            attempts=3,
+            errors=[
+                {"path": "/age", "keyword": "type", "message": "x"},
+                {"path": "/age", "keyword": "minimum", "message": "y"},
+            ],
+            cost=0.006,
+        ),
+        row("error", key="e", attempts=0, error="unreachable"),
+    ]
+    (group,) = group_metrics(rows)
+    assert (group.calls, group.errors, group.answered) == (5, 1, 4)
+    assert (group.conformance.hits, group.conformance.total) == (3, 4)
+    assert group.first_try.hits == 1 and group.repair.hits == 1 and group.reask.hits == 1
+    assert group.mean_attempts == pytest.approx(7 / 4)
+    assert group.tokens_per_conforming == pytest.approx((15 + 15 + 40 + 15) / 3)
+    assert group.cost_per_conforming == pytest.approx(0.014 / 3)
+    assert group.field_accuracy is not None
+    assert (group.field_accuracy.hits, group.field_accuracy.total) == (3, 4)
+    assert group.failing_paths == (("/age", 1),)  # one failing call, however many errors
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def test_stages_send_what_they_say(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+    spec = load_spec(write_spec(tmp_path, cases=1))
+    rows = asyncio.run(
+        runner.run(spec, tmp_path / "r.jsonl", transport=transport(by_constraint, seen))
+    )
+    outcomes = {r.stage: r.outcome for r in rows}
+    assert outcomes == {"raw": "failed", "native": "valid", "guardrail": "valid"}
+    raw, native, guarded = seen  # one call each, in plan order
+    assert "response_format" not in raw
+    assert native["response_format"]["type"] == "json_schema"
+    assert guarded["response_format"] == native["response_format"]
+    # The fake always answers age 36; case 1 expects 30: a conforming but inaccurate answer.
+    assert all(r.fields == {"/name": True, "/age": False} for r in rows if r.conforms)
+    assert next(r for r in rows if r.stage == "raw").errors[0]["keyword"] == "json"
+
+
+def test_native_stage_neither_repairs_nor_reasks(tmp_path: Path) -> None:
+    calls: list[dict[str, Any]] = []
+    spec = write_spec(tmp_path, cases=1, extra='stages = ["native", "guardrail"]')
+    rows = asyncio.run(
+        runner.run(
+            load_spec(spec),
+            tmp_path / "r.jsonl",
+            transport=transport(lambda body: "```json\n{'name': 'Ada', 'age': 36}\n```", calls),
+        )
+    )
+    outcomes = {r.stage: (r.outcome, r.attempts) for r in rows}
+    assert outcomes == {"native": ("failed", 1), "guardrail": ("repaired", 1)}
+    assert len(calls) == 2
+
+
+def test_resume_after_interrupt_runs_each_call_once(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, cases=4)
+    out = tmp_path / "r.jsonl"
+    seen: list[dict[str, Any]] = []
+
+    def stop_after_five(_: Row) -> None:
+        if len(read_rows(out)) >= 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(
+            runner.run(
+                load_spec(spec),
+                out,
+                transport=transport(by_constraint, seen),
+                on_row=stop_after_five,
+            )
+        )
+    assert len(read_rows(out)) == 5 and len(seen) == 5
+    with out.open("ab") as handle:  # a crash mid-write left half a line
+        handle.write(b'{"key": "person-1|t0|raw|0", "outc')
+    rows = asyncio.run(runner.run(load_spec(spec), out, transport=transport(by_constraint, seen)))
+    assert len(rows) == 12 and len(seen) == 12  # 4 cases x 3 stages, each called once
+    lines = out.read_bytes().splitlines()
+    assert len(lines) == 12 and len({json.loads(line)["key"] for line in lines}) == 12
+    again = run_spec(spec, out)
+    assert len(again) == 12 and len(out.read_bytes().splitlines()) == 12  # nothing left to run
+
+
+def test_rows_that_errored_run_again(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, cases=1, extra='stages = ["guardrail"]')
+    out = tmp_path / "r.jsonl"
+
+    def down(_: dict[str, Any]) -> str:
+        raise httpx.ConnectError("refused")
+
+    first = asyncio.run(runner.run(load_spec(spec), out, transport=_probe_ok(down)))
+    assert [r.outcome for r in first] == ["error"] and "refused" in (first[0].error or "")
+    second = run_spec(spec, out)
+    assert [r.outcome for r in second] == ["valid"]  # the last row of a key wins
+    assert len(out.read_bytes().splitlines()) == 2
+
+
+def _probe_ok(handler: Handler) -> httpx.MockTransport:
+    def respond(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"data": []})
+        return httpx.Response(200, json=completion(handler(json.loads(request.content))))
+
+    return httpx.MockTransport(respond)
+
+
+# -- the eval path and the proxy share one pipeline ---------------------------------------------
+
+SCRIPTS = {
+    "valid": [PERSON_OK],
+    "repaired": ["```json\n{'name': 'Ada', 'age': '36',}\n```"],
+    "reasked": ['{"name": "Ada", "age": -3}', PERSON_OK],
+    "failed": ['{"name": 5}'],
+}
+
+
+@pytest.mark.parametrize("expected", sorted(SCRIPTS))
+def test_same_case_same_outcome_through_proxy_and_eval(
+    expected: str, tmp_path: Path, settings: Settings
+) -> None:
+    def scripted() -> Handler:
+        replies = list(SCRIPTS[expected])
+        return lambda _: replies.pop(0) if len(replies) > 1 else replies[0]
+
+    proxy_seen: list[dict[str, Any]] = []
+    eval_seen: list[dict[str, Any]] = []
+    configured = settings.model_copy(update={"upstream": "http://fake.test/v1"})
+    app = create_app(configured, transport=transport(scripted(), proxy_seen))
+    with TestClient(app, client=LOOPBACK) as client:
+        spec = load_spec(write_spec(tmp_path, cases=1, extra='stages = ["guardrail"]'))
+        prepared = asyncio.run(_prepared_body(spec))
+        response = client.post(
+            "/v1/chat/completions",
+            json={**prepared, "model": "m"},
+            headers={"X-Guardrail-Schema": "person"},
+        )
+    (result,) = asyncio.run(
+        runner.run(spec, tmp_path / "r.jsonl", transport=transport(scripted(), eval_seen))
+    )
+    assert response.headers["x-guardrail-outcome"] == result.outcome == expected
+    assert int(response.headers["x-guardrail-attempts"]) == result.attempts
+    assert proxy_seen == eval_seen  # the same upstream requests, attempt for attempt
+    if expected == "failed":
+        assert response.status_code == 422
+        paths = {e["path"] for e in response.json()["error"]["errors"]}
+        assert paths == {e["path"] for e in result.errors}
+    else:
+        content = response.json()["choices"][0]["message"]["content"]
+        assert content == result.output
+
+
+async def _prepared_body(spec: Any) -> dict[str, Any]:
+    async with runner.Harness(spec) as harness:
+        (prepared,) = await harness.prepare()
+    return {**prepared.body}
+
+
+# -- the CLI: bad input, the gate, the report ---------------------------------------------------
+
+
+def eval_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["eval", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("targets = [", "not valid TOML"),
+        ("[[cases]]\nschema = 'person'\nprompt = 'x'\n", "targets"),
+        (
+            "[[targets]]\nname='t'\nupstream='http://fake.test/v1'\n"
+            "[[cases]]\nschema='person'\nprompt='x'\nmessages=[{role='user',content='y'}]\n",
+            "either 'messages' or 'prompt'",
+        ),
+        (
+            "[[targets]]\nname='t'\nupstream='http://fake.test/v1'\nprice_prompt=-1\n"
+            "[[cases]]\nschema='person'\nprompt='x'\n",
+            "price_prompt",
+        ),
+    ],
+)
+def test_malformed_spec_is_one_line_exit_2(
+    content: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(content)
+    out = tmp_path / "r.jsonl"
+    code, _, err = eval_cli(capsys, "run", str(spec), "--out", str(out))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and says in err
+    assert not out.exists()
+
+
+def test_unknown_schema_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, cases=1, schema="persn")
+    out = tmp_path / "r.jsonl"
+    code, _, err = eval_cli(capsys, "run", str(spec), "--out", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "case persn-1" in err and "'persn' is not registered" in err
+    assert not out.exists()
+
+
+def test_unreachable_target_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .live import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    spec = write_spec(tmp_path, cases=1, targets=(dead,))
+    out = tmp_path / "r.jsonl"
+    code, _, err = eval_cli(capsys, "run", str(spec), "--out", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "target t0 is unreachable" in err
+    assert not out.exists()
+
+
+class FakeModelServer:
+    """A real loopback OpenAI-compatible server: conforms when constrained, slowly enough that
+    a run can be interrupted midway."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        delay_ = delay
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._send({"object": "list", "data": []})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                time.sleep(delay_)
+                self._send(completion(by_constraint(body)))
+
+            def _send(self, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeModelServer:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def model_server() -> Iterator[str]:
+    with FakeModelServer() as server:
+        yield server.url
+
+
+def test_ctrl_c_leaves_whole_rows_and_the_rerun_completes(
+    tmp_path: Path, model_server: str
+) -> None:
+    spec = write_spec(tmp_path, cases=20, targets=(model_server,))
+    out = tmp_path / "r.jsonl"
+    command = [sys.executable, "-m", "guardrail.cli", "eval", "run", str(spec), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (out.exists() and len(out.read_bytes().splitlines()) >= 5):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert b"run again to resume" in err
+    data = out.read_bytes()
+    assert data.endswith(b"\n")
+    kept = [json.loads(line) for line in data.splitlines()]  # every line a whole row
+    assert 5 <= len(kept) < 60
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming: {len(kept)} of 60" in rerun.stderr
+    keys = [json.loads(line)["key"] for line in out.read_bytes().splitlines()]
+    assert len(keys) == 60 == len(set(keys))
+
+
+def test_gate_names_schema_and_target_below_threshold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model_server: str
+) -> None:
+    spec = write_spec(tmp_path, cases=2, targets=(model_server,))
+    out = tmp_path / "r.jsonl"
+    code, stdout, _ = eval_cli(
+        capsys, "run", str(spec), "--out", str(out), "--min-conformance", "0.99"
+    )
+    assert code == 0 and "gate passed" in stdout
+    code, _, err = eval_cli(
+        capsys, "run", str(spec), "--out", str(out), "--min-conformance", "0.99",
+        "--gate-stage", "raw",
+    )  # fmt: skip
+    assert code == 1
+    assert "gate failed: person on t0 (raw): conformance 0.0% (0/2) is below 99%" in err
+    thresholds = tmp_path / "thresholds.toml"
+    thresholds.write_text('stage = "native"\n[schemas]\nperson = 1.0\n')
+    code, _, _ = eval_cli(
+        capsys, "run", str(spec), "--out", str(out), "--thresholds", str(thresholds)
+    )
+    assert code == 0
+    thresholds.write_text("[schemas]\nperson = 2\n")
+    code, _, err = eval_cli(
+        capsys, "run", str(spec), "--out", str(out), "--thresholds", str(thresholds)
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+# -- replay -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> Path:
+    out = tmp_path / "r.jsonl"
+    outputs = iter(
+        [
+            PERSON_OK,
+            '{"name": "Bo", "age": 7, "email": "bo@example.com"}',
+            '{"name": "Cy", "age": 90}',
+        ]
+    )
+    spec = write_spec(tmp_path, cases=3, extra='stages = ["guardrail"]')
+    run_spec(spec, out, handler=lambda _: next(outputs))
+    assert [r.outcome for r in read_rows(out)] == ["valid"] * 3
+    return out
+
+
+def schema_file(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None]) -> Path:
+    schema = json.loads((SCHEMAS / "person.json").read_text())
+    change(schema)
+    path = tmp_path / name
+    path.write_text(json.dumps(schema))
+    return path
+
+
+def test_replay_catches_a_backward_incompatible_change(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def require_email(schema: dict[str, Any]) -> None:
+        schema["required"].append("email")
+        schema["properties"]["age"]["maximum"] = 80
+
+    new = schema_file(tmp_path, "person.json", require_email)
+    code, _, err = eval_cli(capsys, "--replay", str(recorded), "--schema", str(new))
+    assert code == 1
+    assert "rejects 2 of 3 recorded outputs" in err
+    assert "failing paths: / (2), /age (1)" in err  # email missing twice; age 90 > 80
+
+
+def test_replay_passes_a_compatible_change(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def add_optional(schema: dict[str, Any]) -> None:
+        schema["properties"]["nickname"] = {"type": "string"}
+        schema["properties"]["age"]["maximum"] = 200
+
+    new = schema_file(tmp_path, "person-v2.json", add_optional)
+    code, stdout, _ = eval_cli(
+        capsys, "--replay", str(recorded), "--schema", str(new), "--name", "person"
+    )
+    assert code == 0 and "accepts all 3 recorded outputs" in stdout
+
+
+def test_replay_a_registered_version(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from guardrail.registry import Registry, open_store
+
+    url = f"sqlite:///{tmp_path}/registry.db"
+
+    async def register() -> None:
+        store = open_store(url)
+        await store.open()
+        registry = Registry(store)
+        await registry.register("person", json.loads((SCHEMAS / "person.json").read_text()))
+        await registry.set_config("person", {"compatibility": "none"})
+        strict = json.loads((SCHEMAS / "person.json").read_text())
+        strict["required"].append("occupation")
+        await registry.register("person", strict)
+        await store.close()
+
+    asyncio.run(register())
+    code, _, err = eval_cli(
+        capsys, "--replay", str(recorded), "--schema", "person@2", "--database-url", url
+    )
+    assert code == 1 and "person@2 rejects 3 of 3" in err
+    code, stdout, _ = eval_cli(
+        capsys, "--replay", str(recorded), "--schema", "person@1", "--database-url", url
+    )
+    assert code == 0 and "accepts all 3" in stdout
+
+
+def test_replay_bad_input_is_exit_2(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = eval_cli(capsys, "--replay", str(recorded))
+    assert code == 2 and "--schema" in err
+    code, _, err = eval_cli(
+        capsys,
+        "--replay",
+        str(tmp_path / "missing.jsonl"),
+        "--schema",
+        str(SCHEMAS / "person.json"),
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    code, _, err = eval_cli(
+        capsys, "--replay", str(recorded), "--schema", str(SCHEMAS / "ticket.json")
+    )
+    assert code == 2 and "no conforming outputs of schema 'ticket'" in err
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def test_report_is_self_contained_html_and_markdown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.jsonl"
+    run_spec(write_spec(tmp_path, cases=3), out)
+    code, _, _ = eval_cli(capsys, "report", str(out))
+    assert code == 0
+    page = out.with_suffix(".html").read_text()
+    markdown = out.with_suffix(".md").read_text()
+    assert page.count('<section class="schema"') == 1 and 'id="conformance-chart"' in page
+    assert (
+        "<script" not in page
+        and "src=" not in page
+        and "http" not in page.replace("http://www.w3", "")
+    )
+    assert "| t0 | guardrail | 3 | 100.0% | 43.9–100.0 |" in markdown
+    assert "| t0 | raw | 3 | 0.0% | 0.0–56.1 |" in markdown
+
+
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """The page as Chromium lays it out: both charts and every table present in the DOM."""
+    browser = os.environ.get("GUARDRAIL_CHROMIUM", "/usr/bin/chromium")
+    if not Path(browser).exists():
+        pytest.skip("no Chromium at /usr/bin/chromium")
+    out = tmp_path / "r.jsonl"
+    run_spec(write_spec(tmp_path, cases=2), out)
+    assert main(["eval", "report", str(out)]) == 0
+    page = out.with_suffix(".html")
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert dom.count("<svg") == 2 and dom.count("<table>") == 2
+    assert dom.count('class="bar"') == 3 + 3 + 3  # all schemas, person, latency
