@@ -18,19 +18,32 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from guardrail.incremental import IncrementalChecker
+from guardrail.incremental import ACCELERATED, IncrementalChecker, PythonChecker
 from guardrail.validation import Schema, Violation, compile_schema
 
 MARK = "‸"
 Draw = Callable[[st.SearchStrategy[Any]], Any]
+Checker = type[IncrementalChecker] | type[PythonChecker]
+
+# Every test runs against the Python checker alone and, when the C certifier is built, against
+# the certifier in front of it (``IncrementalChecker``).
+IMPLEMENTATIONS = [pytest.param(PythonChecker, id="python")]
+if ACCELERATED:
+    IMPLEMENTATIONS.append(pytest.param(IncrementalChecker, id="certified"))
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def make(request: pytest.FixtureRequest) -> Checker:
+    checker: Checker = request.param
+    return checker
 
 
 def first_violation(
-    schema: Schema, text: str, step: int = 1
+    make: Checker, schema: Schema, text: str, step: int = 1
 ) -> tuple[int | None, Violation | None]:
     """Feed ``text`` ``step`` characters at a time: (the offset of the piece that brought the
     first violation, or None when only ``finish`` found one; the violation)."""
-    checker = IncrementalChecker(schema)
+    checker = make(schema)
     for at in range(0, len(text), step):
         found = checker.feed(text[at : at + step])
         if found is not None:
@@ -166,13 +179,15 @@ EARLY: list[tuple[str, Schema, str, str, str]] = [
     ("schema", "marked", "path", "keyword"),
     [pytest.param(*case[1:], id=case[0]) for case in EARLY],
 )
-def test_early_violation(schema: Schema, marked: str, path: str, keyword: str) -> None:
+def test_early_violation(
+    make: Checker, schema: Schema, marked: str, path: str, keyword: str
+) -> None:
     text = marked.replace(MARK, "")
-    offset, found = first_violation(schema, text)
+    offset, found = first_violation(make, schema, text)
     assert found is not None
     assert (offset, found.path, found.keyword) == (marked.index(MARK), path, keyword), found
     # Fed whole, the same violation (the message may say more).
-    whole = first_violation(schema, text, len(text))[1]
+    whole = first_violation(make, schema, text, len(text))[1]
     assert whole is not None and (whole.path, whole.keyword) == (path, keyword)
 
 
@@ -230,8 +245,10 @@ AT_FINISH: list[tuple[str, Schema, str, tuple[str, str] | None]] = [
     ("schema", "text", "expected"),
     [pytest.param(*case[1:], id=case[0]) for case in AT_FINISH],
 )
-def test_decided_at_finish(schema: Schema, text: str, expected: tuple[str, str] | None) -> None:
-    offset, found = first_violation(schema, text)
+def test_decided_at_finish(
+    make: Checker, schema: Schema, text: str, expected: tuple[str, str] | None
+) -> None:
+    offset, found = first_violation(make, schema, text)
     assert offset is None, found
     assert ((found.path, found.keyword) if found else None) == expected, found
 
@@ -487,13 +504,17 @@ def reference_verdict(schema: Schema, text: str) -> bool | None:
 PROPERTIES = settings(
     max_examples=200,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,  # ``make`` is a class: nothing to reset
+    ],
 )
 
 
 @PROPERTIES
 @given(st.data())
-def test_valid_documents_never_abort(data: st.DataObject) -> None:
+def test_valid_documents_never_abort(make: Checker, data: st.DataObject) -> None:
     schema = data.draw(schemas)
     text = render(data.draw(values_for(schema)), data.draw)
     assume(compile_schema(schema).is_valid(orjson.loads(text)))
@@ -501,7 +522,7 @@ def test_valid_documents_never_abort(data: st.DataObject) -> None:
         text = "Sure! Here it is:\n```json\n" + text + "\n```\nAnything else?"
     elif data.draw(st.booleans()):
         text = " ```json\n" + text + "\n```"
-    checker = IncrementalChecker(schema)
+    checker = make(schema)
     for piece in split(text, data.draw):
         assert checker.feed(piece) is None, (text, piece)
     assert checker.finish() is None
@@ -543,7 +564,7 @@ def mutate(text: str, draw: Draw) -> str:
 
 @PROPERTIES
 @given(st.data())
-def test_verdicts_agree_with_the_validator(data: st.DataObject) -> None:
+def test_verdicts_agree_with_the_validator(make: Checker, data: st.DataObject) -> None:
     schema = data.draw(schemas)
     value = data.draw(st.one_of(values_for(schema), json_values))
     if data.draw(st.booleans()):
@@ -553,7 +574,7 @@ def test_verdicts_agree_with_the_validator(data: st.DataObject) -> None:
         text = mutate(text, data.draw)
     valid = reference_verdict(schema, text)
     assume(valid is not None)
-    checker = IncrementalChecker(schema)
+    checker = make(schema)
     for piece in split(text, data.draw):
         found = checker.feed(piece)
         if found is not None:
@@ -563,8 +584,8 @@ def test_verdicts_agree_with_the_validator(data: st.DataObject) -> None:
     assert (found is None) == valid, (text, found)
 
 
-def test_a_violation_sticks() -> None:
-    checker = IncrementalChecker({"type": "array"})
+def test_a_violation_sticks(make: Checker) -> None:
+    checker = make({"type": "array"})
     found = checker.feed("{")
     assert found is not None and found.keyword == "type"
     assert checker.feed("]") is found
@@ -572,18 +593,110 @@ def test_a_violation_sticks() -> None:
     assert checker.feed("[]") is found
 
 
-def test_finish_twice_and_the_rest_ignored() -> None:
-    checker = IncrementalChecker({"type": "object", "required": ["a"]})
+def test_finish_twice_and_the_rest_ignored(make: Checker) -> None:
+    checker = make({"type": "object", "required": ["a"]})
     assert checker.feed('{"a": 1}') is None
     assert checker.feed(" trailing {") is None
     assert checker.finish() is None
     assert checker.finish() is None
 
 
-def test_long_runs_stay_linear() -> None:
+def test_long_runs_stay_linear(make: Checker) -> None:
     """Whitespace and strings far longer than the pieces (no rescanning from their start)."""
     text = '{"a": "' + "x" * 200_000 + '",' + " " * 200_000 + '"b": [' + "\n" * 200_000 + "1]}"
-    checker = IncrementalChecker({"properties": {"b": {"maxItems": 1}}})
+    checker = make({"properties": {"b": {"maxItems": 1}}})
     for at in range(0, len(text), 7):
         assert checker.feed(text[at : at + 7]) is None
     assert checker.finish() is None
+
+
+def verdicts(make: Checker, schema: Schema, pieces: list[str]) -> list[Violation | None]:
+    """What ``feed`` returns for each piece, then what ``finish`` returns."""
+    checker = make(schema)
+    return [checker.feed(piece) for piece in pieces] + [checker.finish()]
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="the C certifier is not built")
+@PROPERTIES
+@given(st.data())
+def test_the_certifier_changes_no_verdict(data: st.DataObject) -> None:
+    """The certifier in front of the Python checker answers every call exactly as the Python
+    checker alone: same piece, same path, keyword and message (valid, invalid, broken JSON)."""
+    schema = data.draw(schemas)
+    value = data.draw(st.one_of(values_for(schema), json_values))
+    if data.draw(st.booleans()):
+        value = perturb(value, data.draw)
+    text = render(value, data.draw)
+    for _ in range(data.draw(st.integers(0, 2))):
+        text = mutate(text, data.draw)
+    pieces = split(text, data.draw)
+    assert verdicts(IncrementalChecker, schema, pieces) == verdicts(PythonChecker, schema, pieces)
+
+
+INVOICE = {
+    "type": "object",
+    "properties": {
+        "number": {"type": "string", "maxLength": 20},
+        "currency": {"enum": ["USD", "EUR"]},
+        "lines": {
+            "type": "array",
+            "maxItems": 50,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "qty": {"type": "integer", "minimum": 1},
+                    "price": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "paid": {"type": "boolean"},
+                    "note": {"type": ["string", "null"]},
+                },
+                "required": ["qty", "price"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "required": ["number", "lines"],
+}
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="the C certifier is not built")
+@pytest.mark.parametrize("step", [1, 3, 20, 10_000])
+def test_the_certifier_reads_plain_answers_alone(step: int) -> None:
+    """A conforming answer of the usual shapes (nested objects, arrays, enums, bounds, integers,
+    literals, escapes in unchecked strings) never needs the Python checker, however it is cut."""
+    line = {"qty": 1, "price": 0.5, "tags": ["a", "b\\n"], "paid": True, "note": None}
+    text = orjson.dumps({"number": "INV-1", "currency": "EUR", "lines": [line] * 30}).decode()
+    text = text.replace(",", ", ").replace('"b\\\\n"', '"b\\n\\u00e9"')
+    checker = IncrementalChecker(INVOICE)
+    for at in range(0, len(text), step):
+        assert checker.feed(text[at : at + step]) is None
+        assert checker.accelerated, text[: at + step]
+    assert checker.finish() is None
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="the C certifier is not built")
+@pytest.mark.parametrize(
+    ("text", "path", "keyword"),
+    [
+        ('{"number": "INV-1", "currency": "EUX"', "/currency", "enum"),
+        ('{"number": "INV-1", "lines": [{"qty": 0,', "/lines/0/qty", "minimum"),
+        (
+            '{"number": "INV-1", "lines": [{"qty": 1, "price": 0,',
+            "/lines/0/price",
+            "exclusiveMinimum",
+        ),
+        ('{"number": "INV-1", "lines": [{"qty": 1.5,', "/lines/0/qty", "type"),
+        ('{"number": "INV-1", "lines": [{"cost": 1', "/lines/0", "additionalProperties"),
+        ('{"number": "INV-1234567890123456789"', "/number", "maxLength"),
+        ('{"number": 7', "/number", "type"),
+    ],
+)
+def test_the_certifier_hands_violations_to_python(text: str, path: str, keyword: str) -> None:
+    checker = IncrementalChecker(INVOICE)
+    found = None
+    for at in range(0, len(text), 4):
+        found = checker.feed(text[at : at + 4])
+        if found is not None:
+            break
+    assert found is not None and (found.path, found.keyword) == (path, keyword), found
+    assert not checker.accelerated

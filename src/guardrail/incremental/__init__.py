@@ -29,6 +29,7 @@ the token grammar (regexes, the number automaton, the parser's states) and ``che
 machine that walks the text and asks the views.
 """
 
-from .checker import IncrementalChecker
+from .checker import PythonChecker
+from .fast import ACCELERATED, IncrementalChecker
 
-__all__ = ["IncrementalChecker"]
+__all__ = ["ACCELERATED", "IncrementalChecker", "PythonChecker"]

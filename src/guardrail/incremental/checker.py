@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from ..validation import Schema, Violation, compile_schema, json_pointer
+from ..validation import CompiledSchema, Schema, Violation, compile_schema, json_pointer
 from .lexer import (
     AFTER,
     COLON,
@@ -72,7 +72,7 @@ class _Frame:
                 self.seen = set()
 
 
-class IncrementalChecker:
+class PythonChecker:
     """Checks one streamed answer against ``schema``: ``feed`` each piece, then ``finish``.
 
     Both return the first definite violation, or None; once one is found every later call returns
@@ -119,8 +119,7 @@ class IncrementalChecker:
         self._next = root  # the view of the value due next
         self._value = root  # the view of the scalar being read
         self._stack: list[_Frame] = []
-        wants_container = root.rejects.keys() >= SCALARS and len(root.rejects) < len(KINDS)
-        self._state = PROSE if wants_container else LEAD
+        self._state = PROSE if wants_container(root) else LEAD
         self._offset = 0  # characters fed before the current piece
         self._text: list[str] = []  # the pieces fed since the root value started
         self._text_base = 0  # the offset of self._text[0]
@@ -214,14 +213,7 @@ class IncrementalChecker:
         text = "".join(self._text)[
             self._root_start - self._text_base : self._root_end - self._text_base
         ]
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            return Violation("", "json", f"the answer is not JSON: {exc}")
-        if self._compiled.is_valid(value):
-            return None
-        errors = self._compiled.errors(value)
-        return errors[0] if errors else Violation("", "schema", "the answer fails its schema")
+        return verdict(self._compiled, text)
 
     def _incomplete(self) -> Violation:
         if self._root_start < 0:
@@ -774,6 +766,23 @@ class IncrementalChecker:
 
     def _done(self, text: str, i: int) -> int:
         return len(text)
+
+
+def wants_container(root: View) -> bool:
+    """Whether the root must be an object or an array (so prose before it can be skipped)."""
+    return root.rejects.keys() >= SCALARS and len(root.rejects) < len(KINDS)
+
+
+def verdict(compiled: CompiledSchema, text: str) -> Violation | None:
+    """The first violation of the complete root value ``text``, or None."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return Violation("", "json", f"the answer is not JSON: {exc}")
+    if compiled.is_valid(value):
+        return None
+    errors = compiled.errors(value)
+    return errors[0] if errors else Violation("", "schema", "the answer fails its schema")
 
 
 def _skip_space(text: str, i: int) -> int:

@@ -308,6 +308,7 @@ class View:
         "_keys",
         "_prefix_len",
         "bounds",
+        "fast",
         "integer",
         "max_items",
         "max_properties",
@@ -340,6 +341,39 @@ class View:
         self._prefix_len = max(
             (len(_split_items(s, compiler.dialect)[0]) for s in schemas), default=0
         )
+        self.fast: object = None  # the C certifier's parsed summary (see summary())
+
+    def summary(self) -> tuple[Any, ...]:
+        """This view as plain values, for the C certifier (``_certify.c`` reads them in order):
+        refused kinds as bits, maxItems, a string's maxLength and choices, integer-only, any
+        enum/const of scalars, bounds as (operator, float limit), maxProperties set, property
+        names refused, their maxLength and choices, the length of the item prefix. Absent limits
+        are -1."""
+        strings = self.strings
+        key_rules: StringRules | None = None
+        key_refused = False
+        if "object" not in self.rejects:
+            key_rules, refusal = self.key_rules()
+            key_refused = refusal is not None
+        bounds = []
+        for keyword, limit, _ in self.bounds:
+            with contextlib.suppress(OverflowError):  # no double can pass it: never decisive
+                bounds.append((_BOUND_OPS[keyword], float(limit)))
+        return (
+            sum(_KIND_BITS[kind] for kind in self.rejects),
+            _limit(self.max_items),
+            -1 if strings is None else _limit(strings.max_length),
+            _choice_tuples(strings),
+            self.integer,
+            bool(self.scalars),
+            tuple(bounds),
+            self.max_properties is not None,
+            key_refused,
+            -1 if key_rules is None else _limit(key_rules.max_length),
+            _choice_tuples(key_rules),
+            self._prefix_len,
+        )
+
 
     def key_rules(self) -> tuple[StringRules | None, tuple[str, str] | None]:
         """Rules for this object's property names (closed names, ``propertyNames``) and the
@@ -409,6 +443,21 @@ class View:
                     parts.append((rest, resource))
             hit = self._items[index] = self._compiler.view(parts)
         return hit
+
+
+_KIND_BITS: Final = {"object": 1, "array": 2, "string": 4, "number": 8, "boolean": 16, "null": 32}
+_BOUND_OPS: Final = {"minimum": 0, "exclusiveMinimum": 1, "maximum": 2, "exclusiveMaximum": 3}
+
+
+def _limit(value: int | None) -> int:
+    """A limit as the certifier's machine integer: -1 for none, huge ones clipped (unreachable)."""
+    return -1 if value is None else min(value, 2**62)
+
+
+def _choice_tuples(
+    rules: StringRules | None,
+) -> tuple[tuple[tuple[str, ...], frozenset[str], int], ...]:
+    return () if rules is None else tuple((c.names, c.members, c.longest) for c in rules.choices)
 
 
 def _is_scalar(value: Any) -> bool:

@@ -1,0 +1,812 @@
+/* The incremental checker's fast path: a certifier in C.
+ *
+ * It follows the same grammar and asks the same views as checker.py, but it never reports a
+ * violation itself. It only certifies pieces: "the Python checker, fed the pieces so far, would
+ * report nothing". On anything it is not sure of (a possible violation, a syntax error, an escape
+ * in a checked string, a fence, a schema feature it doesn't follow) it hands over: the Python
+ * checker replays every piece fed so far and carries on alone, so messages, paths and the byte a
+ * violation is found at are the Python checker's by construction. Soundness is the one promise
+ * this file makes: it may hand over needlessly, never certify what Python would refuse.
+ *
+ * Views are read through ``View.summary()`` (views.py), parsed once per view into an Info struct
+ * kept in the view's ``fast`` slot.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdlib.h>
+
+enum { K_OBJECT = 1, K_ARRAY = 2, K_STRING = 4, K_NUMBER = 8, K_BOOLEAN = 16, K_NULL = 32 };
+enum {
+    S_PROSE, S_LEAD, S_VALUE, S_FIRST_ITEM, S_FIRST_KEY, S_KEY, S_COLON, S_AFTER,
+    S_STRING, S_NUMBER, S_LITERAL, S_DONE
+};
+#define MAX_DEPTH 128
+#define MAX_BOUNDS 8
+#define MAX_NUMBER 40
+#define OK 0
+#define HAND_OVER 1
+
+typedef struct {
+    PyObject *names;   /* sorted tuple of str */
+    PyObject *members; /* frozenset of str */
+    Py_ssize_t longest;
+} Choice;
+
+typedef struct {
+    int reject;                 /* K_* bits of the kinds refused at their first character */
+    Py_ssize_t max_items;       /* -1: none */
+    Py_ssize_t str_max;         /* maxLength of a string value, -1: none */
+    Py_ssize_t key_max;         /* maxLength of a property name, -1: none */
+    Py_ssize_t prefix_len;      /* items with their own view */
+    int integer, scalars, max_props, key_refused;
+    int nbounds;
+    int op[MAX_BOUNDS];         /* 0 minimum, 1 exclusiveMinimum, 2 maximum, 3 exclusiveMaximum */
+    double limit[MAX_BOUNDS];
+    Choice *str_ch;
+    Py_ssize_t n_str_ch;
+    Choice *key_ch;
+    Py_ssize_t n_key_ch;
+} Info;
+
+typedef struct {
+    PyObject *view;
+    Info *info;
+    int is_object;
+    Py_ssize_t index;
+    PyObject *child; /* the view of the current member's value */
+    Info *child_info;
+} Frame;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *pieces;   /* every piece fed, for a replay */
+    PyObject *replay;   /* replay(pieces) -> (python checker, its verdict) */
+    PyObject *python;   /* the Python checker after a hand-over */
+    PyObject *delegate; /* its feed */
+    PyObject *verdict;  /* set by finish_with: what every later feed returns */
+    int state;
+    Py_ssize_t offset, root_start, root_end;
+    PyObject *next;
+    Info *next_info;
+    Frame stack[MAX_DEPTH];
+    int depth;
+    /* the string being read */
+    int is_key, esc;
+    Py_ssize_t length, max_len;
+    Choice *choices;
+    Py_ssize_t n_choices;
+    PyObject *acc; /* its text so far (keys and strings with choices), or NULL */
+    int accumulate;
+    /* the number or literal being read */
+    Info *value_info;
+    int nstate, nlen;
+    char ntok[MAX_NUMBER + 1];
+    const char *word;
+    int word_at;
+} Core;
+
+static PyObject *str_fast, *str_summary, *str_children, *str_items, *str_child, *str_item,
+    *str_feed, *str_capsule_name_obj;
+static const char *CAPSULE = "guardrail.incremental.info";
+
+/* -- views ------------------------------------------------------------------------------- */
+
+static void free_choices(Choice *ch, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(ch[i].names);
+        Py_XDECREF(ch[i].members);
+    }
+    PyMem_Free(ch);
+}
+
+static void info_free(PyObject *capsule) {
+    Info *info = PyCapsule_GetPointer(capsule, CAPSULE);
+    if (info == NULL) return;
+    free_choices(info->str_ch, info->n_str_ch);
+    free_choices(info->key_ch, info->n_key_ch);
+    PyMem_Free(info);
+}
+
+static Py_ssize_t as_size(PyObject *tuple, Py_ssize_t at) {
+    return PyLong_AsSsize_t(PyTuple_GET_ITEM(tuple, at));
+}
+
+/* A tuple of (names, members, longest) into Choice structs. */
+static int parse_choices(PyObject *items, Choice **out, Py_ssize_t *n) {
+    if (!PyTuple_Check(items)) return -1;
+    *n = PyTuple_GET_SIZE(items);
+    *out = PyMem_Calloc(*n ? *n : 1, sizeof(Choice));
+    if (*out == NULL) return -1;
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        PyObject *c = PyTuple_GET_ITEM(items, i);
+        if (!PyTuple_Check(c) || PyTuple_GET_SIZE(c) != 3) return -1;
+        (*out)[i].names = Py_NewRef(PyTuple_GET_ITEM(c, 0));
+        (*out)[i].members = Py_NewRef(PyTuple_GET_ITEM(c, 1));
+        (*out)[i].longest = PyLong_AsSsize_t(PyTuple_GET_ITEM(c, 2));
+        if (!PyTuple_Check((*out)[i].names) || !PyFrozenSet_Check((*out)[i].members)) return -1;
+    }
+    return 0;
+}
+
+static Info *parse_info(PyObject *s) {
+    /* (reject, max_items, str_max, str_choices, integer, scalars, bounds, max_props,
+     *  key_refused, key_max, key_choices, prefix_len) */
+    if (!PyTuple_Check(s) || PyTuple_GET_SIZE(s) != 12) {
+        PyErr_SetString(PyExc_TypeError, "a view summary is a 12-tuple");
+        return NULL;
+    }
+    Info *info = PyMem_Calloc(1, sizeof(Info));
+    if (info == NULL) return NULL;
+    info->reject = (int)as_size(s, 0);
+    info->max_items = as_size(s, 1);
+    info->str_max = as_size(s, 2);
+    info->integer = PyObject_IsTrue(PyTuple_GET_ITEM(s, 4));
+    info->scalars = PyObject_IsTrue(PyTuple_GET_ITEM(s, 5));
+    info->max_props = PyObject_IsTrue(PyTuple_GET_ITEM(s, 7));
+    info->key_refused = PyObject_IsTrue(PyTuple_GET_ITEM(s, 8));
+    info->key_max = as_size(s, 9);
+    info->prefix_len = as_size(s, 11);
+    PyObject *bounds = PyTuple_GET_ITEM(s, 6);
+    int bad = !PyTuple_Check(bounds) || PyTuple_GET_SIZE(bounds) > MAX_BOUNDS;
+    if (!bad) {
+        info->nbounds = (int)PyTuple_GET_SIZE(bounds);
+        for (int i = 0; i < info->nbounds; i++) {
+            PyObject *b = PyTuple_GET_ITEM(bounds, i);
+            info->op[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(b, 0));
+            info->limit[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(b, 1));
+        }
+    }
+    if (bad || parse_choices(PyTuple_GET_ITEM(s, 3), &info->str_ch, &info->n_str_ch) < 0 ||
+        parse_choices(PyTuple_GET_ITEM(s, 10), &info->key_ch, &info->n_key_ch) < 0 ||
+        PyErr_Occurred()) {
+        free_choices(info->str_ch, info->n_str_ch);
+        free_choices(info->key_ch, info->n_key_ch);
+        PyMem_Free(info);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a malformed view summary");
+        return NULL;
+    }
+    return info;
+}
+
+/* The Info of a view, built on first use and kept in its ``fast`` slot. */
+static Info *info_of(PyObject *view) {
+    PyObject *capsule = PyObject_GetAttr(view, str_fast);
+    if (capsule == NULL) return NULL;
+    if (capsule == Py_None) {
+        Py_DECREF(capsule);
+        PyObject *summary = PyObject_CallMethodNoArgs(view, str_summary);
+        if (summary == NULL) return NULL;
+        Info *info = parse_info(summary);
+        Py_DECREF(summary);
+        if (info == NULL) return NULL;
+        capsule = PyCapsule_New(info, CAPSULE, info_free);
+        if (capsule == NULL) {
+            PyMem_Free(info);
+            return NULL;
+        }
+        if (PyObject_SetAttr(view, str_fast, capsule) < 0) {
+            Py_DECREF(capsule);
+            return NULL;
+        }
+    }
+    Info *info = PyCapsule_GetPointer(capsule, CAPSULE);
+    Py_DECREF(capsule); /* the view keeps it */
+    return info;
+}
+
+/* A new reference to the view of property ``key`` (from the view's cache, else view.child). */
+static PyObject *child_of(PyObject *view, PyObject *key) {
+    PyObject *cache = PyObject_GetAttr(view, str_children);
+    if (cache == NULL) return NULL;
+    PyObject *hit = PyDict_Check(cache) ? PyDict_GetItemWithError(cache, key) : NULL;
+    Py_DECREF(cache);
+    if (hit != NULL) return Py_NewRef(hit);
+    if (PyErr_Occurred()) return NULL;
+    return PyObject_CallMethodOneArg(view, str_child, key);
+}
+
+static PyObject *item_of(PyObject *view, Info *info, Py_ssize_t index) {
+    if (index > info->prefix_len) index = info->prefix_len;
+    PyObject *at = PyLong_FromSsize_t(index);
+    if (at == NULL) return NULL;
+    PyObject *cache = PyObject_GetAttr(view, str_items);
+    PyObject *hit = NULL;
+    if (cache != NULL) {
+        hit = PyDict_Check(cache) ? PyDict_GetItemWithError(cache, at) : NULL;
+        Py_DECREF(cache);
+    }
+    PyObject *result = NULL;
+    if (hit != NULL)
+        result = Py_NewRef(hit);
+    else if (!PyErr_Occurred())
+        result = PyObject_CallMethodOneArg(view, str_item, at);
+    Py_DECREF(at);
+    return result;
+}
+
+/* -- the machine ------------------------------------------------------------------------- */
+
+static inline int is_ws(Py_UCS4 c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static inline int kind_of(Py_UCS4 c) {
+    switch (c) {
+    case '{': return K_OBJECT;
+    case '[': return K_ARRAY;
+    case '"': return K_STRING;
+    case 't': case 'f': return K_BOOLEAN;
+    case 'n': return K_NULL;
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9': return K_NUMBER;
+    default: return 0;
+    }
+}
+
+/* The number grammar as in lexer.NUMBER_STEPS: the next state, or -1. */
+static inline int number_step(int state, Py_UCS4 c) {
+    int digit = c >= '0' && c <= '9';
+    switch (state) {
+    case 0: return c == '-' ? 1 : c == '0' ? 2 : digit ? 3 : -1;
+    case 1: return c == '0' ? 2 : digit ? 3 : -1;
+    case 2: return c == '.' ? 4 : (c == 'e' || c == 'E') ? 6 : -1;
+    case 3: return c == '.' ? 4 : (c == 'e' || c == 'E') ? 6 : digit ? 3 : -1;
+    case 4: return digit ? 5 : -1;
+    case 5: return (c == 'e' || c == 'E') ? 6 : digit ? 5 : -1;
+    case 6: return (c == '+' || c == '-') ? 7 : digit ? 8 : -1;
+    case 7: case 8: return digit ? 8 : -1;
+    default: return -1;
+    }
+}
+
+static inline int number_end(int state) { return state == 2 || state == 3 || state == 5 || state == 8; }
+
+static void clear_stack(Core *c) {
+    for (int i = 0; i < c->depth; i++) {
+        Py_CLEAR(c->stack[i].view);
+        Py_CLEAR(c->stack[i].child);
+    }
+    c->depth = 0;
+}
+
+static void set_next(Core *c, PyObject *view, Info *info) {
+    Py_XSETREF(c->next, view); /* steals */
+    c->next_info = info;
+}
+
+static void end_value(Core *c, Py_ssize_t end) {
+    if (c->depth > 0) {
+        c->state = S_AFTER;
+    } else {
+        c->state = S_DONE;
+        c->root_end = end;
+    }
+}
+
+static int push(Core *c, int is_object) {
+    if (c->depth >= MAX_DEPTH) return HAND_OVER;
+    Info *info = c->next_info;
+    if (is_object && (info->max_props || info->key_refused)) return HAND_OVER;
+    Frame *f = &c->stack[c->depth++];
+    f->view = Py_NewRef(c->next);
+    f->info = info;
+    f->is_object = is_object;
+    f->index = 0;
+    f->child = NULL;
+    f->child_info = NULL;
+    c->state = is_object ? S_FIRST_KEY : S_FIRST_ITEM;
+    return OK;
+}
+
+static void pop(Core *c, Py_ssize_t end) {
+    Frame *f = &c->stack[--c->depth];
+    Py_CLEAR(f->view);
+    Py_CLEAR(f->child);
+    end_value(c, end);
+}
+
+/* The item ``f->index`` is due next: its view becomes the next value's. */
+static int item_due(Core *c, Frame *f) {
+    PyObject *view = item_of(f->view, f->info, f->index);
+    if (view == NULL) return HAND_OVER;
+    Info *info = info_of(view);
+    if (info == NULL) {
+        Py_DECREF(view);
+        return HAND_OVER;
+    }
+    set_next(c, view, info);
+    c->state = S_VALUE;
+    return OK;
+}
+
+static void begin_string(Core *c, int is_key, Info *info) {
+    c->is_key = is_key;
+    c->esc = 0;
+    c->length = 0;
+    if (is_key) {
+        c->max_len = info->key_max;
+        c->choices = info->key_ch;
+        c->n_choices = info->n_key_ch;
+    } else {
+        c->max_len = info->str_max;
+        c->choices = info->str_ch;
+        c->n_choices = info->n_str_ch;
+    }
+    c->accumulate = is_key || c->n_choices > 0;
+    Py_CLEAR(c->acc);
+    c->state = S_STRING;
+}
+
+static int admits_prefix(Choice *ch, PyObject *text) {
+    Py_ssize_t len = PyUnicode_GET_LENGTH(text);
+    if (len > ch->longest) return 0;
+    Py_ssize_t lo = 0, hi = PyTuple_GET_SIZE(ch->names);
+    while (lo < hi) { /* bisect_left */
+        Py_ssize_t mid = (lo + hi) / 2;
+        int cmp = PyUnicode_Compare(PyTuple_GET_ITEM(ch->names, mid), text);
+        if (cmp == -1 && PyErr_Occurred()) return -1;
+        if (cmp < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == PyTuple_GET_SIZE(ch->names)) return 0;
+    return (int)PyUnicode_Tailmatch(PyTuple_GET_ITEM(ch->names, lo), text, 0, PY_SSIZE_T_MAX, -1);
+}
+
+static int in_choices(Core *c, PyObject *text) {
+    for (Py_ssize_t i = 0; i < c->n_choices; i++)
+        if (PySet_Contains(c->choices[i].members, text) != 1) return HAND_OVER;
+    return OK;
+}
+
+static PyObject *empty_str(void) { return PyUnicode_New(0, 0); }
+
+/* A string's closing quote was read (the quote ends just before ``end``). */
+static int string_done(Core *c, Py_ssize_t end) {
+    PyObject *text = c->acc;
+    if (c->accumulate && text == NULL) {
+        text = c->acc = empty_str();
+        if (text == NULL) return HAND_OVER;
+    }
+    if (c->n_choices && in_choices(c, text) != OK) return HAND_OVER;
+    if (!c->is_key) {
+        Py_CLEAR(c->acc);
+        end_value(c, end);
+        return OK;
+    }
+    Frame *f = &c->stack[c->depth - 1];
+    PyObject *child = child_of(f->view, text);
+    Py_CLEAR(c->acc);
+    if (child == NULL || child == Py_None) {
+        Py_XDECREF(child);
+        return HAND_OVER;
+    }
+    Info *info = info_of(child);
+    if (info == NULL) {
+        Py_DECREF(child);
+        return HAND_OVER;
+    }
+    Py_XSETREF(f->child, child);
+    f->child_info = info;
+    c->state = S_COLON;
+    return OK;
+}
+
+static int number_done(Core *c) {
+    Info *info = c->value_info;
+    c->ntok[c->nlen] = '\0';
+    int has_exp = strpbrk(c->ntok, "eE") != NULL;
+    int numeric = info->integer || info->nbounds || info->scalars;
+    if (has_exp || info->scalars) return HAND_OVER;
+    if (!numeric) return OK;
+    if (c->nlen > 15) return HAND_OVER;
+    double v = strtod(c->ntok, NULL);
+    if (info->integer && strchr(c->ntok, '.') != NULL && v != floor(v)) return HAND_OVER;
+    for (int i = 0; i < info->nbounds; i++) {
+        double limit = info->limit[i];
+        /* As Python's _beyond_as_floats: both sides as doubles (strtod and orjson both round
+         * correctly), which must agree for Python to fail, so it alone is a sound test. */
+        int beyond;
+        switch (info->op[i]) {
+        case 0: beyond = v < limit; break;
+        case 1: beyond = v <= limit; break;
+        case 2: beyond = v > limit; break;
+        default: beyond = v >= limit; break;
+        }
+        if (beyond) return HAND_OVER;
+    }
+    return OK;
+}
+
+static int append_run(Core *c, PyObject *text, Py_ssize_t start, Py_ssize_t end) {
+    PyObject *run = PyUnicode_Substring(text, start, end);
+    if (run == NULL) return HAND_OVER;
+    if (c->acc == NULL) {
+        c->acc = run;
+        return OK;
+    }
+    PyUnicode_Append(&c->acc, run);
+    Py_DECREF(run);
+    return c->acc == NULL ? HAND_OVER : OK;
+}
+
+/* Read one piece. OK: certified; HAND_OVER: let Python decide (an error may be set: cleared). */
+static int scan(Core *c, PyObject *text) {
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0;
+    while (i < n) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        switch (c->state) {
+        case S_DONE:
+            return OK;
+        case S_PROSE:
+            if (ch == '{' || ch == '[') c->state = S_VALUE;
+            else i++;
+            break;
+        case S_LEAD:
+            if (is_ws(ch)) i++;
+            else if (ch == '`') return HAND_OVER;
+            else c->state = S_VALUE;
+            break;
+        case S_VALUE: {
+            if (is_ws(ch)) {
+                i++;
+                break;
+            }
+            int k = kind_of(ch);
+            if (k == 0) return HAND_OVER;
+            if (c->depth == 0) {
+                if (k != K_OBJECT && k != K_ARRAY) return HAND_OVER;
+                c->root_start = c->offset + i;
+            }
+            Info *info = c->next_info;
+            if (info->reject & k) return HAND_OVER;
+            switch (k) {
+            case K_OBJECT:
+            case K_ARRAY:
+                if (push(c, k == K_OBJECT) != OK) return HAND_OVER;
+                i++;
+                break;
+            case K_STRING:
+                begin_string(c, 0, info);
+                i++;
+                break;
+            case K_NUMBER:
+                c->value_info = info;
+                c->nstate = 0;
+                c->nlen = 0;
+                c->state = S_NUMBER;
+                break;
+            default:
+                c->value_info = info;
+                c->word = ch == 't' ? "true" : ch == 'f' ? "false" : "null";
+                c->word_at = 0;
+                c->state = S_LITERAL;
+            }
+            break;
+        }
+        case S_FIRST_ITEM: {
+            if (is_ws(ch)) {
+                i++;
+                break;
+            }
+            Frame *f = &c->stack[c->depth - 1];
+            if (ch == ']') {
+                i++;
+                pop(c, c->offset + i);
+                break;
+            }
+            if (kind_of(ch) && f->info->max_items == 0) return HAND_OVER;
+            if (item_due(c, f) != OK) return HAND_OVER;
+            break;
+        }
+        case S_FIRST_KEY:
+        case S_KEY: {
+            if (is_ws(ch)) {
+                i++;
+                break;
+            }
+            Frame *f = &c->stack[c->depth - 1];
+            if (ch == '}' && c->state == S_FIRST_KEY) {
+                i++;
+                pop(c, c->offset + i);
+                break;
+            }
+            if (ch != '"') return HAND_OVER;
+            begin_string(c, 1, f->info);
+            i++;
+            break;
+        }
+        case S_COLON: {
+            if (is_ws(ch)) {
+                i++;
+                break;
+            }
+            if (ch != ':') return HAND_OVER;
+            Frame *f = &c->stack[c->depth - 1];
+            set_next(c, Py_NewRef(f->child), f->child_info);
+            c->state = S_VALUE;
+            i++;
+            break;
+        }
+        case S_AFTER: {
+            if (is_ws(ch)) {
+                i++;
+                break;
+            }
+            Frame *f = &c->stack[c->depth - 1];
+            if (ch == ',') {
+                i++;
+                if (f->is_object) {
+                    c->state = S_KEY;
+                    break;
+                }
+                f->index++;
+                if (f->info->max_items >= 0 && f->index >= f->info->max_items) return HAND_OVER;
+                if (item_due(c, f) != OK) return HAND_OVER;
+                break;
+            }
+            if (ch == (Py_UCS4)(f->is_object ? '}' : ']')) {
+                i++;
+                pop(c, c->offset + i);
+                break;
+            }
+            return HAND_OVER;
+        }
+        case S_STRING: {
+            if (c->esc) { /* only in strings nothing checks: the escape's syntax alone */
+                if (c->esc == 1) {
+                    if (ch == 'u') c->esc = 2;
+                    else if (ch == '"' || ch == '\\' || ch == '/' || ch == 'b' || ch == 'f' ||
+                             ch == 'n' || ch == 'r' || ch == 't')
+                        c->esc = 0;
+                    else return HAND_OVER;
+                } else {
+                    int hex = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                              (ch >= 'A' && ch <= 'F');
+                    if (!hex) return HAND_OVER;
+                    c->esc = c->esc == 5 ? 0 : c->esc + 1;
+                }
+                i++;
+                break;
+            }
+            Py_ssize_t j = i;
+            Py_UCS4 d = 0;
+            for (; j < n; j++) {
+                d = PyUnicode_READ(kind, data, j);
+                if (d == '"' || d == '\\' || d < 0x20) break;
+            }
+            if (j > i) {
+                c->length += j - i;
+                if (c->max_len >= 0 && c->length > c->max_len) return HAND_OVER;
+                if (c->accumulate && append_run(c, text, i, j) != OK) return HAND_OVER;
+            }
+            i = j;
+            if (j == n) break;
+            if (d == '"') {
+                i++;
+                if (string_done(c, c->offset + i) != OK) return HAND_OVER;
+            } else if (d == '\\' && !c->accumulate && c->max_len < 0) {
+                c->esc = 1;
+                i++;
+            } else {
+                return HAND_OVER;
+            }
+            break;
+        }
+        case S_NUMBER: {
+            int state = c->nstate;
+            for (; i < n; i++) {
+                int to = number_step(state, PyUnicode_READ(kind, data, i));
+                if (to < 0) break;
+                if (c->nlen >= MAX_NUMBER) return HAND_OVER;
+                c->ntok[c->nlen++] = (char)PyUnicode_READ(kind, data, i);
+                state = to;
+            }
+            c->nstate = state;
+            if (i == n) break;
+            if (!number_end(state) || number_done(c) != OK) return HAND_OVER;
+            end_value(c, c->offset + i);
+            break;
+        }
+        case S_LITERAL: {
+            const char *word = c->word;
+            while (i < n && word[c->word_at]) {
+                if (PyUnicode_READ(kind, data, i) != (Py_UCS4)(unsigned char)word[c->word_at])
+                    return HAND_OVER;
+                i++;
+                c->word_at++;
+            }
+            if (word[c->word_at] == '\0') {
+                if (c->value_info->scalars) return HAND_OVER;
+                end_value(c, c->offset + i);
+            }
+            break;
+        }
+        }
+    }
+    if (c->state == S_STRING && c->n_choices) { /* can the string still become a choice? */
+        PyObject *so_far = c->acc ? Py_NewRef(c->acc) : empty_str();
+        if (so_far == NULL) return HAND_OVER;
+        for (Py_ssize_t k = 0; k < c->n_choices; k++) {
+            if (admits_prefix(&c->choices[k], so_far) != 1) {
+                Py_DECREF(so_far);
+                return HAND_OVER;
+            }
+        }
+        Py_DECREF(so_far);
+    }
+    return OK;
+}
+
+/* -- the Python type ------------------------------------------------------------------- */
+
+static PyObject *hand_over(Core *c) {
+    PyErr_Clear();
+    PyObject *pair = PyObject_CallOneArg(c->replay, c->pieces);
+    if (pair == NULL) return NULL;
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        Py_DECREF(pair);
+        PyErr_SetString(PyExc_TypeError, "replay must return (checker, verdict)");
+        return NULL;
+    }
+    Py_XSETREF(c->python, Py_NewRef(PyTuple_GET_ITEM(pair, 0)));
+    Py_XSETREF(c->delegate, PyObject_GetAttr(c->python, str_feed));
+    PyObject *verdict = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+    Py_DECREF(pair);
+    if (c->delegate == NULL) {
+        Py_DECREF(verdict);
+        return NULL;
+    }
+    clear_stack(c);
+    Py_CLEAR(c->pieces);
+    Py_CLEAR(c->acc);
+    Py_CLEAR(c->next);
+    return verdict;
+}
+
+static PyObject *Core_feed(Core *c, PyObject *text) {
+    if (c->verdict != NULL) return Py_NewRef(c->verdict);
+    if (c->delegate != NULL) return PyObject_CallOneArg(c->delegate, text);
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "feed() takes a str");
+        return NULL;
+    }
+    if (c->state == S_DONE) { /* the rest is ignored */
+        c->offset += PyUnicode_GET_LENGTH(text);
+        Py_RETURN_NONE;
+    }
+    if (PyList_Append(c->pieces, text) < 0) return NULL;
+    if (scan(c, text) != OK) return hand_over(c);
+    c->offset += PyUnicode_GET_LENGTH(text);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_finish_with(Core *c, PyObject *verdict) {
+    Py_XSETREF(c->verdict, Py_NewRef(verdict));
+    Py_RETURN_NONE;
+}
+
+static int Core_init(Core *c, PyObject *args, PyObject *kwds) {
+    PyObject *root, *replay;
+    int wants_container;
+    if (!PyArg_ParseTuple(args, "OpO:Certifier", &root, &wants_container, &replay)) return -1;
+    Info *info = info_of(root);
+    if (info == NULL) return -1;
+    Py_XSETREF(c->pieces, PyList_New(0));
+    if (c->pieces == NULL) return -1;
+    Py_XSETREF(c->replay, Py_NewRef(replay));
+    set_next(c, Py_NewRef(root), info);
+    c->state = wants_container ? S_PROSE : S_LEAD;
+    c->root_start = c->root_end = -1;
+    return 0;
+}
+
+static int Core_traverse(Core *c, visitproc visit, void *arg) {
+    Py_VISIT(c->pieces);
+    Py_VISIT(c->replay);
+    Py_VISIT(c->python);
+    Py_VISIT(c->delegate);
+    Py_VISIT(c->verdict);
+    Py_VISIT(c->next);
+    Py_VISIT(c->acc);
+    for (int i = 0; i < c->depth; i++) {
+        Py_VISIT(c->stack[i].view);
+        Py_VISIT(c->stack[i].child);
+    }
+    return 0;
+}
+
+static int Core_clear(Core *c) {
+    Py_CLEAR(c->pieces);
+    Py_CLEAR(c->replay);
+    Py_CLEAR(c->python);
+    Py_CLEAR(c->delegate);
+    Py_CLEAR(c->verdict);
+    Py_CLEAR(c->next);
+    Py_CLEAR(c->acc);
+    clear_stack(c);
+    return 0;
+}
+
+static void Core_dealloc(Core *c) {
+    PyObject_GC_UnTrack(c);
+    Core_clear(c);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static PyObject *Core_get_python(Core *c, void *closure) {
+    return Py_NewRef(c->python ? c->python : Py_None);
+}
+
+static PyObject *Core_get_done(Core *c, void *closure) {
+    return PyBool_FromLong(c->delegate == NULL && c->state == S_DONE);
+}
+
+static PyObject *Core_get_root(Core *c, void *closure) {
+    return Py_BuildValue("(nn)", c->root_start, c->root_end);
+}
+
+static PyObject *Core_get_pieces(Core *c, void *closure) {
+    return Py_NewRef(c->pieces ? c->pieces : Py_None);
+}
+
+static PyMethodDef Core_methods[] = {
+    {"feed", (PyCFunction)Core_feed, METH_O,
+     "Read the next piece: None when certified, else the Python checker's verdict."},
+    {"finish_with", (PyCFunction)Core_finish_with, METH_O,
+     "The stream is over with this verdict: every later feed returns it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Core_getset[] = {
+    {"python", (getter)Core_get_python, NULL, "The Python checker after a hand-over, or None.", NULL},
+    {"done", (getter)Core_get_done, NULL, "The root value is complete (and certified).", NULL},
+    {"root", (getter)Core_get_root, NULL, "(start, end) offsets of the root value.", NULL},
+    {"pieces", (getter)Core_get_pieces, NULL, "The pieces fed so far (None after a hand-over).",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject CoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "guardrail.incremental._certify.Certifier",
+    .tp_basicsize = sizeof(Core),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Certifies pieces of a streamed answer; hands over to the Python checker when unsure.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Core_init,
+    .tp_dealloc = (destructor)Core_dealloc,
+    .tp_traverse = (traverseproc)Core_traverse,
+    .tp_clear = (inquiry)Core_clear,
+    .tp_methods = Core_methods,
+    .tp_getset = Core_getset,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_certify", "The incremental checker's fast path (see _certify.c).", -1,
+    NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__certify(void) {
+    if (PyType_Ready(&CoreType) < 0) return NULL;
+    str_fast = PyUnicode_InternFromString("fast");
+    str_summary = PyUnicode_InternFromString("summary");
+    str_children = PyUnicode_InternFromString("_children");
+    str_items = PyUnicode_InternFromString("_items");
+    str_child = PyUnicode_InternFromString("child");
+    str_item = PyUnicode_InternFromString("item");
+    str_feed = PyUnicode_InternFromString("feed");
+    str_capsule_name_obj = NULL;
+    if (!str_fast || !str_summary || !str_children || !str_items || !str_child || !str_item ||
+        !str_feed)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&CoreType);
+    if (PyModule_AddObject(m, "Certifier", (PyObject *)&CoreType) < 0) {
+        Py_DECREF(&CoreType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
