@@ -551,9 +551,12 @@ def test_every_reason_is_listed_in_a_stable_order() -> None:
     assert narrowings(new, old) == []
 
 
-def test_patterns_python_cannot_read_are_not_guessed() -> None:
+def test_patterns_are_read_as_the_validator_reads_them_and_broken_ones_not_guessed() -> None:
+    # ECMA-262 (the validator's flavour): \p{L} is a letter class Python's re cannot read.
     old = {"patternProperties": {"^\\p{L}+$": {"type": "string"}}, **obj(a={"type": "string"})}
     new = {**old, "properties": {"a": {"type": "string", "maxLength": 3}}}
-    assert narrowings(old, new) == [
-        "/: cannot prove anything about pattern '^\\\\p{L}+$' (not a Python regex)"
+    assert narrowings(old, new) == ["/properties/a: maxLength 3 added"]
+    broken = {**old, "patternProperties": {"[": {"type": "string"}}}
+    assert narrowings(old, broken) == [
+        "/: cannot prove anything about pattern '[' (not a usable regex)"
     ]

@@ -637,6 +637,9 @@ def candidates(text: str) -> Iterator[Candidate]:
     """Every way of reading ``text`` as JSON, the most literal first."""
     seen: set[str] = set()
     pending: list[tuple[str, list[Repair]]] = [(text.strip(), [])]
+    # Looking inside brackets rescans the chunk; without a bound, 100,000 nested '[' would be
+    # rescanned once per level (quadratic). Inner scans together may cover the text twice.
+    inner_budget = 2 * len(text)
     for extract in EXTRACTORS:
         pending.extend((chunk, [step]) for chunk, step in extract(text))
     for chunk, steps in pending:
@@ -652,8 +655,9 @@ def candidates(text: str) -> Iterator[Candidate]:
             value, liberties = parse_lenient(chunk)
         except ValueError:
             # Junk around a value inside brackets ("[JSON: 12, {...}]"): look inside.
-            inner = [(span, [step]) for span, step in _spans(chunk[1:])]
-            pending.extend(inner)
+            inner_budget -= len(chunk)
+            if inner_budget >= 0:
+                pending.extend((span, [step]) for span, step in _spans(chunk[1:]))
             continue
         yield Candidate(value, [*steps, *liberties])
 

@@ -87,6 +87,10 @@ def canonical_json(schema: Schema) -> bytes:
         )
     except (TypeError, ValueError) as exc:
         raise InvalidSchema(f"schema is not JSON: {exc}") from None
+    except RecursionError:
+        raise SchemaTooLarge(
+            f"schema nests {nesting_depth(schema)} levels deep, too deep to read"
+        ) from None
     return text.encode()
 
 
@@ -295,6 +299,28 @@ def _compile_value(schema: Any, resources: Mapping[str, Any] | None) -> Compiled
     return hit
 
 
+_REGEX_GAVE_UP: Final = frozenset({"BacktrackLimitExceeded", "RegexEngineFailure"})
+
+
+def pattern_search(pattern: str) -> Callable[[str], bool | None] | None:
+    """A search for ``pattern`` run by the validator's own regex engine (ECMA-262 flavour,
+    linear time, look-arounds under a backtracking limit), so an untrusted pattern cannot stall
+    the process the way Python's backtracking ``re`` can (``^(a+)+$``). The search answers None
+    when the engine gave up; None instead of a search: the pattern does not compile."""
+    try:
+        validator = jsonschema_rs.validator_for({"pattern": pattern})
+    except (jsonschema_rs.ValidationError, ValueError):
+        return None
+
+    def search(text: str) -> bool | None:
+        if validator.is_valid(text):
+            return True
+        kinds = {type(e.kind).__name__ for e in validator.iter_errors(text)}
+        return None if kinds & _REGEX_GAVE_UP else False
+
+    return search
+
+
 def nesting_depth(value: Any) -> int:
     """Depth of nested objects/arrays (a scalar is 0), computed without recursion."""
     deepest = 0
@@ -334,17 +360,19 @@ def check_schema(schema: Any, limits: Limits = Limits()) -> CompiledSchema:
     """
     if not isinstance(schema, dict | bool):
         raise InvalidSchema(f"a schema is a JSON object or boolean, not {type(schema).__name__}")
-    canonical = canonical_json(schema)
-    size = len(canonical)
-    if size > limits.max_bytes:
-        raise SchemaTooLarge(
-            f"schema is {size} bytes; the limit is {limits.max_bytes} (GUARDRAIL_MAX_SCHEMA_BYTES)"
-        )
+    # Depth first: it is computed without recursion, and a very deep schema must not reach
+    # the serialiser (or the validator's recursive compiler).
     depth = nesting_depth(schema)
     if depth > limits.max_depth:
         raise SchemaTooLarge(
             f"schema nests {depth} levels deep; the limit is {limits.max_depth} "
             "(GUARDRAIL_MAX_SCHEMA_DEPTH)"
+        )
+    canonical = canonical_json(schema)
+    size = len(canonical)
+    if size > limits.max_bytes:
+        raise SchemaTooLarge(
+            f"schema is {size} bytes; the limit is {limits.max_bytes} (GUARDRAIL_MAX_SCHEMA_BYTES)"
         )
     fp = hashlib.sha256(canonical).hexdigest()
     hit = _checked.get(fp)

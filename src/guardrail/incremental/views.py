@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import operator
-import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
 
-from ..validation import CompiledSchema, Schema
+from ..validation import CompiledSchema, Schema, pattern_search
 
 KINDS: Final = ("object", "array", "string", "number", "boolean", "null")
 SCALARS: Final = frozenset(KINDS[2:])
@@ -83,11 +82,6 @@ BOUND_TEXT: Final = {
     "exclusiveMaximum": "greater than or equal to the maximum of",
 }
 
-# Patterns whose meaning may differ between Python's re and the validator's ECMA-262 flavour.
-_UNSAFE_PATTERN: Final = re.compile(r"\\[pPzZAkc]|\\[ux]\{|\{,|\[\[|\[:|\(\?(?![:=!])")
-# Keys on which safe patterns mean the same in both flavours (no newline for `$`, no \d or \w
-# over non-ASCII letters).
-_SAFE_KEY: Final = re.compile(r"[\x20-\x7e]*")
 _MISSING: Final = object()
 _CACHED_KEYS: Final = 1024
 
@@ -488,7 +482,7 @@ class _Compiler:
         self.schema = schema
         self.dialect = dialect
         self._views: dict[tuple[int, ...], View] = {}
-        self._patterns: dict[str, re.Pattern[str] | None] = {}
+        self._patterns: dict[str, Callable[[str], bool | None] | None] = {}
 
     def view(self, parts: Iterable[Part]) -> View:
         flat: list[Part] = []
@@ -551,17 +545,13 @@ class _Compiler:
         return node, resource
 
     def matches(self, pattern: str, key: str) -> bool | None:
-        """Whether ``pattern`` finds a match in ``key``; None when Python's re can't be sure."""
-        compiled = self._patterns.get(pattern, _MISSING)
-        if compiled is _MISSING:
-            compiled = None
-            if not _UNSAFE_PATTERN.search(pattern):
-                with contextlib.suppress(re.error):
-                    compiled = re.compile(pattern)
-            self._patterns[pattern] = compiled
-        if not isinstance(compiled, re.Pattern) or not _SAFE_KEY.fullmatch(key):
-            return None
-        return compiled.search(key) is not None
+        """Whether ``pattern`` finds a match in ``key``; None when that can't be told. The
+        validator's own regex engine decides (ECMA-262, as the final check reads the pattern,
+        and in linear time: Python's backtracking ``re`` would let ``^(a+)+$`` stall the loop)."""
+        if pattern not in self._patterns:
+            self._patterns[pattern] = pattern_search(pattern)
+        search = self._patterns[pattern]
+        return None if search is None else search(key)
 
 
 _EMPTY_COMPILER: Final = _Compiler(True, _DIALECTS["https://json-schema.org/draft/2020-12/schema"])

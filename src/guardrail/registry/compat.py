@@ -10,7 +10,6 @@ schemas use the same ``$ref``, locations below it are reported under its target 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,7 +20,7 @@ from urllib.parse import unquote
 import jsonschema
 from jsonschema.exceptions import best_match
 
-from ..validation import Schema, canonical_json, json_pointer
+from ..validation import Schema, canonical_json, json_pointer, pattern_search
 
 
 class Compatibility(StrEnum):
@@ -98,10 +97,13 @@ def _show_types(schema: Obj) -> str:
 
 
 def _search(pattern: str, name: str) -> bool:
-    try:
-        return re.search(pattern, name) is not None
-    except re.error:
-        raise _Unprovable(f"anything about pattern {pattern!r} (not a Python regex)") from None
+    # The validator's own (linear-time) regex engine: a registered pattern like ``^(a+)+$``
+    # must not stall registration the way Python's backtracking ``re`` would.
+    search = pattern_search(pattern)
+    found = None if search is None else search(name)
+    if found is None:
+        raise _Unprovable(f"anything about pattern {pattern!r} (not a usable regex)")
+    return found
 
 
 @dataclass(frozen=True, slots=True)
