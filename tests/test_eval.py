@@ -148,7 +148,8 @@ def test_group_metrics_rates_tokens_fields_and_paths() -> None:
     (group,) = group_metrics(rows)
     assert (group.calls, group.errors, group.answered) == (5, 1, 4)
     assert (group.conformance.hits, group.conformance.total) == (3, 4)
-    assert group.first_try.hits == 1 and group.repair.hits == 1 and group.reask.hits == 1
+    assert group.first_try.hits == 2  # valid + repaired: no second call
+    assert group.repair.hits == 1 and group.reask.hits == 1
     assert group.mean_attempts == pytest.approx(7 / 4)
     assert group.tokens_per_conforming == pytest.approx((15 + 15 + 40 + 15) / 3)
     assert group.cost_per_conforming == pytest.approx(0.014 / 3)

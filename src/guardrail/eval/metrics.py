@@ -5,7 +5,8 @@ small samples an eval has (20 cases at 100% is "at least 84%", not "100%").
 
 Definitions (over the calls that got an answer; calls that errored are counted apart):
     conformance   (valid + repaired + reasked) / answered
-    first try     valid / answered: conformed as the model wrote it, on the first call
+    first try     (valid + repaired) / answered: conformed with no second call (as the stats
+                  API counts it); repair shows how much of that repair did
     repair        repaired / answered: conformed after repair, with no further call
     re-ask        reasked / answered: a later attempt conformed
     tokens, cost  per conforming answer: every answered call's tokens (or cost) over the
@@ -129,7 +130,7 @@ def _metrics(key: GroupKey, rows: list[Row], top_paths: int) -> GroupMetrics:
         calls=len(rows),
         errors=len(rows) - n,
         conformance=Rate(conforming, n),
-        first_try=Rate(outcomes["valid"], n),
+        first_try=Rate(outcomes["valid"] + outcomes["repaired"], n),
         repair=Rate(outcomes["repaired"], n),
         reask=Rate(outcomes["reasked"], n),
         mean_attempts=sum(r.attempts for r in answered) / n if n else 0.0,

@@ -152,10 +152,11 @@ DEFINITIONS_MD = """\
 `native`: the dialect's native constraint only (a llama.cpp grammar here), one call, no repair.
 `guardrail`: the full pipeline (constraint, check, repair, re-ask), exactly as the proxy runs it.
 
-**Columns.** conformance = (valid + repaired + re-asked) / answered; first try = valid as written
-on the first call; repaired = made valid by repair with no further call; re-asked = a later call
-conformed; field accuracy = expected values matched, over conforming answers; errors = calls that
-got no answer (unreachable, timed out), left out of the rates."""
+**Columns.** conformance = (valid + repaired + re-asked) / answered; first try =
+(valid + repaired) / answered, conformed with no second call, as `/guardrail/stats` counts it;
+repaired = made valid by repair with no further call; re-asked = a later call conformed; field
+accuracy = expected values matched, over conforming answers; errors = calls that got no answer
+(unreachable, timed out), left out of the rates."""
 
 
 # -- HTML ---------------------------------------------------------------------------------------
@@ -310,10 +311,11 @@ DEFINITIONS_HTML = (
     "classified as written. <code>native</code>: the dialect's native constraint only, one call, "
     "no repair. <code>guardrail</code>: the full pipeline (constraint, check, repair, re-ask), "
     "exactly as the proxy runs it.</p><p><b>Columns.</b> conformance = (valid + repaired + "
-    "re-asked) / answered; first try = valid as written on the first call; repaired = made valid "
-    "by repair with no further call; re-asked = a later call conformed; tokens and cost per "
-    "conforming answer count every call's tokens; field accuracy = expected values matched, over "
-    "conforming answers; errors = calls that got no answer, left out of the rates.</p>"
+    "re-asked) / answered; first try = (valid + repaired) / answered, conformed with no second "
+    "call; repaired = made valid by repair with no further call; re-asked = a later call "
+    "conformed; tokens and cost per conforming answer count every call's tokens; field "
+    "accuracy = expected values matched, over conforming answers; errors = calls that got no "
+    "answer, left out of the rates.</p>"
 )
 
 CSS = """
