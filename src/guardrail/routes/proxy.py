@@ -63,7 +63,8 @@ class ProxyAPI:
         except ClientDisconnected:
             raise  # nobody got an answer: not counted
         except Exception:
-            self.record(request, target.ref, body, started, trace)
+            if trace is not None and trace.dialect:  # it got as far as the upstream
+                self.record(request, target.ref, body, started, trace)
             raise
         if isinstance(answer, Stream):
             return StreamingResponse(

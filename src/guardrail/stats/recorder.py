@@ -16,12 +16,11 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol
 
 import orjson
 
-from ..registry.models import StatsStore
 from .metrics import Metrics, RequestMetrics
 from .model import (
     OTHER,
@@ -38,6 +37,14 @@ TRUNCATE_BYTES = 2048
 MAX_LABEL = 100  # characters of a model name kept as a label
 log = logging.getLogger("guardrail.stats")
 request_log = logging.getLogger("guardrail.requests")
+
+
+class Sink(Protocol):
+    """Where flushes go: the writing half of ``registry.StatsStore`` (stats sits below the
+    registry, so it names only what it calls)."""
+
+    async def write_rollups(self, batch: Sequence[Rollup]) -> None: ...
+    async def add_samples(self, samples: Sequence[Sample], *, keep: int) -> None: ...
 
 
 class Budget:
@@ -106,7 +113,7 @@ class Recorder:
 
     def __init__(
         self,
-        store: StatsStore | None,
+        store: Sink | None,
         *,
         flush_seconds: float = 2.0,
         samples: int = 100,
@@ -251,10 +258,10 @@ class Recorder:
                 log.warning("stats flush failed, will retry: %s", exc)
                 for key, p in pending.items():
                     self._pending.setdefault(key, _Pending()).add(p)
-                for ref, queue in samples.items():
-                    self._samples.setdefault(ref, deque(maxlen=self.samples)).extendleft(
-                        reversed(queue)
-                    )
+                for ref, queue in samples.items():  # older than any recorded since: first
+                    merged = deque(queue, maxlen=self.samples)
+                    merged.extend(self._samples.get(ref, ()))
+                    self._samples[ref] = merged
                 return
             batch = [s for queue in samples.values() for s in queue]
             try:
