@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,32 @@ class Recorder:
 
     def add(self, case: str, status: int | str, seconds: float, **extra: object) -> None:
         self.results.append(Measured(case, status, round(seconds, 3), **extra))  # type: ignore[arg-type]
+
+
+class PeakRSS:
+    """The highest RSS (MiB) this process reached while the block ran, above where it started;
+    sampled every 5 ms by a thread (the servers under test run in this process)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.start = rss_mb()
+        self.peak = self.start
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.005):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+    @property
+    def growth(self) -> float:
+        return round(self.peak - self.start, 1)
 
 
 class Stopwatch:

@@ -1,5 +1,6 @@
 """A real loopback upstream that misbehaves on request: each chat request's ``model`` names the
-fault (``"fault/<name>"``), so one server plays every case of the fault table.
+fault (``"fault/<name>"``) or a hostile output (``"fault/output/<name>"``), so one server plays
+every case of the fault and hostile-output tables.
 
 Only this module knows how each fault looks on the wire; the tests name faults and assert what
 guardrail makes of them. Per-case state (how often a fault was hit) is keyed by the request's first
@@ -9,6 +10,7 @@ message, so cases sharing the server never see each other's counts.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import struct
@@ -21,7 +23,8 @@ from ..fakes import completion, no_delay, read_request
 
 PERSON_OK = '{"name": "Ada", "age": 36}'
 Writer = asyncio.StreamWriter
-Handler = Callable[["FaultUpstream", Writer, str], Awaitable[bool]]
+Reader = asyncio.StreamReader
+Handler = Callable[["FaultUpstream", Writer, str, Reader], Awaitable[bool]]
 
 
 def head(status: str, headers: dict[str, str], length: int | None = None) -> bytes:
@@ -52,19 +55,19 @@ def reset(writer: Writer) -> None:
     writer.transport.abort()
 
 
-async def until_closed(server: FaultUpstream) -> None:
-    await asyncio.sleep(3600)  # cancelled when the peer hangs up or the server stops
+async def until_closed(reader: Reader) -> None:
+    await reader.read()  # returns at EOF: when the client hangs up
 
 
 # -- the faults: each writes its misbehaviour; True keeps the connection for the next request --
 
 
-async def ok(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def ok(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     await send(writer, reply("200 OK", ok_body()))
     return True
 
 
-async def reset_mid_body(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def reset_mid_body(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     body = ok_body()
     await send(writer, head("200 OK", {"content-type": "application/json"}, len(body) + 500))
     await send(writer, body[:20])
@@ -72,38 +75,44 @@ async def reset_mid_body(server: FaultUpstream, writer: Writer, key: str) -> boo
     return False
 
 
-async def reset_before_headers(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def reset_before_headers(
+    server: FaultUpstream, writer: Writer, key: str, reader: Reader
+) -> bool:
     reset(writer)
     return False
 
 
-async def stall_before_headers(server: FaultUpstream, writer: Writer, key: str) -> bool:
-    await until_closed(server)
+async def stall_before_headers(
+    server: FaultUpstream, writer: Writer, key: str, reader: Reader
+) -> bool:
+    await until_closed(reader)
     return False
 
 
-async def stall_mid_body(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def stall_mid_body(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     body = ok_body()
     await send(writer, head("200 OK", {"content-type": "application/json"}, len(body)))
     await send(writer, body[:20])
-    await until_closed(server)
+    await until_closed(reader)
     return False
 
 
-async def stall_mid_stream(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def stall_mid_stream(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     await send(writer, head("200 OK", {"content-type": "text/event-stream"}))
     await send(writer, b'data: {"choices": [{"index": 0, "delta": {"content": "{"}}]}\n\n')
-    await until_closed(server)
+    await until_closed(reader)
     return False
 
 
-async def status_500(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def status_500(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     body = b'{"error": {"message": "upstream exploded", "type": "server_error"}}'
     await send(writer, reply("500 Internal Server Error", body))
     return True
 
 
-async def status_503_then_ok(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def status_503_then_ok(
+    server: FaultUpstream, writer: Writer, key: str, reader: Reader
+) -> bool:
     if server.hits[key] == 1:
         body = b'{"error": {"message": "overloaded"}}'
         await send(writer, reply("503 Service Unavailable", body, **{"retry-after": "1"}))
@@ -112,7 +121,9 @@ async def status_503_then_ok(server: FaultUpstream, writer: Writer, key: str) ->
     return True
 
 
-async def rate_limited_then_ok(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def rate_limited_then_ok(
+    server: FaultUpstream, writer: Writer, key: str, reader: Reader
+) -> bool:
     if server.hits[key] == 1:
         body = b'{"error": {"message": "slow down", "type": "rate_limit"}}'
         await send(writer, reply("429 Too Many Requests", body, **{"retry-after": "1"}))
@@ -121,48 +132,92 @@ async def rate_limited_then_ok(server: FaultUpstream, writer: Writer, key: str) 
     return True
 
 
-async def rate_limited_long(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def rate_limited_long(
+    server: FaultUpstream, writer: Writer, key: str, reader: Reader
+) -> bool:
     body = b'{"error": {"message": "come back in a minute", "type": "rate_limit"}}'
     await send(writer, reply("429 Too Many Requests", body, **{"retry-after": "60"}))
     return True
 
 
-async def invalid_json(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def invalid_json(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     await send(writer, reply("200 OK", b"<html>upstream proxy error</html>", "text/html"))
     return True
 
 
-async def error_body(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def error_body(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     await send(writer, reply("200 OK", b'{"error": {"message": "model not loaded"}}'))
     return True
 
 
-async def huge_body(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def huge_body(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     body = ok_body("x" * (4 * 1024 * 1024))  # far beyond the test's response limit
     await send(writer, reply("200 OK", body))
     return True
 
 
-async def redirect(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def redirect(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     location = f"http://127.0.0.1:{server.canary.port}/v1/chat/completions"
     await send(writer, reply("307 Temporary Redirect", b"", location=location))
     return True
 
 
-async def slow_loris_headers(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def slow_loris_headers(
+    server: FaultUpstream, writer: Writer, key: str, reader: Reader
+) -> bool:
     for byte in b"HTTP/1.1 200 OK\r\nx-padding: " + b"a" * 100_000:
         await send(writer, bytes([byte]))
         await asyncio.sleep(0.1)
     return False
 
 
-async def slow_loris_body(server: FaultUpstream, writer: Writer, key: str) -> bool:
+async def slow_loris_body(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     body = ok_body()
     await send(writer, head("200 OK", {"content-type": "application/json"}, len(body)))
     for byte in body:
         await send(writer, bytes([byte]))
         await asyncio.sleep(0.1)
     return True
+
+
+# Hostile model outputs, answered as the message content of a well-formed completion.
+MIMIC = json.dumps(
+    {
+        "error": {
+            "type": "guardrail_error",
+            "code": "schema_validation_failed",
+            "message": "no answer conformed",
+            "errors": [],
+            "attempts": 1,
+            "last_output": "",
+        }
+    }
+)
+OUTPUTS: dict[str, Callable[[], str]] = {
+    "ten_mb_text": lambda: "All work and no play. " * 476_000,  # ~10 MB, no JSON in sight
+    "ten_mb_string": lambda: '{"name": "' + "x" * 10_000_000 + '", "age": 1}',
+    "deep_arrays": lambda: "[" * 100_000 + "]" * 100_000,
+    "deep_arrays_open": lambda: "[" * 100_000,
+    "mimic_error": lambda: MIMIC,
+    "redos_key": lambda: json.dumps({"a" * 50_000 + "!": 1}),
+}
+
+
+async def output(
+    server: FaultUpstream, writer: Writer, key: str, reader: Reader, name: str
+) -> bool:
+    content = OUTPUTS[name]()
+    if not server.bodies[key].get("stream"):
+        await send(writer, reply("200 OK", ok_body(content)))
+        return True
+    await send(writer, head("200 OK", {"content-type": "text/event-stream"}))
+    for start in range(0, len(content), 4096):
+        delta = {"content": content[start : start + 4096]}
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        chunk["choices"] = [{"index": 0, "delta": delta}]
+        await send(writer, b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    await send(writer, b"data: [DONE]\n\n")
+    return False  # no Content-Length: the end of the stream is the end of the connection
 
 
 FAULTS: dict[str, Handler] = {
@@ -219,6 +274,7 @@ class FaultUpstream:
 
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
+        self.bodies: dict[str, dict[str, Any]] = {}  # the last request body of each case
         self.canary = Canary()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -273,14 +329,8 @@ class FaultUpstream:
             model = str(body.get("model", "fault/ok"))
             key = str((body.get("messages") or [{}])[0].get("content", ""))
             self.hits[key] += 1
-            fault = FAULTS[model.removeprefix("fault/")]
-            # A stalled fault ends when the client hangs up: race it against EOF.
-            work = asyncio.ensure_future(fault(self, writer, key))
-            eof = asyncio.ensure_future(reader.read(1))
-            done, _ = await asyncio.wait({work, eof}, return_when=asyncio.FIRST_COMPLETED)
-            if work not in done:
-                work.cancel()
-                return
-            eof.cancel()
-            if not work.result():
+            self.bodies[key] = body
+            name = model.removeprefix("fault/")
+            fault = FAULTS.get(name) or functools.partial(output, name=name.removeprefix("output/"))
+            if not await fault(self, writer, key, reader):
                 return
