@@ -46,6 +46,7 @@ FAILURES: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # e.g. a connection left mid-protocol by a drop
 )
 
 _COLUMNS = "name, version, schema::text, fingerprint, description, created_at"
