@@ -47,19 +47,32 @@ typedef struct {
     Py_ssize_t n_str_ch;
     Choice *key_ch;
     Py_ssize_t n_key_ch;
+    PyObject *children, *items; /* the view's caches (dicts, borrowed: the view owns both) */
 } Info;
 
 typedef struct {
     PyObject *view;
     Info *info;
+    PyObject *cache; /* the view's _children (objects) or _items (arrays) dict */
     int is_object;
     Py_ssize_t index;
     PyObject *child; /* the view of the current member's value */
     Info *child_info;
+    PyObject *rest; /* the view of the items past the prefix (borrowed from cache) */
+    Info *rest_info;
 } Frame;
+
+/* A property name already looked up in a view: the same names come back in every item. */
+#define KEY_CACHE 64
+typedef struct {
+    PyObject *view, *key, *child;
+    Info *info;
+    Py_uhash_t hash;
+} KeyEntry;
 
 typedef struct {
     PyObject_HEAD
+    KeyEntry keys[KEY_CACHE];
     PyObject *pieces;   /* every piece fed, for a replay */
     PyObject *replay;   /* replay(pieces) -> (python checker, its verdict) */
     PyObject *python;   /* the Python checker after a hand-over */
@@ -192,30 +205,36 @@ static Info *info_of(PyObject *view) {
     }
     Info *info = PyCapsule_GetPointer(capsule, CAPSULE);
     Py_DECREF(capsule); /* the view keeps it */
+    if (info != NULL && info->children == NULL) {
+        PyObject *children = PyObject_GetAttr(view, str_children);
+        PyObject *items = PyObject_GetAttr(view, str_items);
+        /* Borrowed: the view holds them as long as it holds the Info. */
+        Py_XDECREF(children);
+        Py_XDECREF(items);
+        if (children == NULL || items == NULL || !PyDict_CheckExact(children) ||
+            !PyDict_CheckExact(items)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a view without caches");
+            return NULL;
+        }
+        info->children = children;
+        info->items = items;
+    }
     return info;
 }
 
 /* A new reference to the view of property ``key`` (from the view's cache, else view.child). */
-static PyObject *child_of(PyObject *view, PyObject *key) {
-    PyObject *cache = PyObject_GetAttr(view, str_children);
-    if (cache == NULL) return NULL;
-    PyObject *hit = PyDict_Check(cache) ? PyDict_GetItemWithError(cache, key) : NULL;
-    Py_DECREF(cache);
+static PyObject *child_of(PyObject *view, PyObject *cache, PyObject *key) {
+    PyObject *hit = PyDict_GetItemWithError(cache, key);
     if (hit != NULL) return Py_NewRef(hit);
     if (PyErr_Occurred()) return NULL;
     return PyObject_CallMethodOneArg(view, str_child, key);
 }
 
-static PyObject *item_of(PyObject *view, Info *info, Py_ssize_t index) {
+static PyObject *item_of(PyObject *view, PyObject *cache, Info *info, Py_ssize_t index) {
     if (index > info->prefix_len) index = info->prefix_len;
     PyObject *at = PyLong_FromSsize_t(index);
     if (at == NULL) return NULL;
-    PyObject *cache = PyObject_GetAttr(view, str_items);
-    PyObject *hit = NULL;
-    if (cache != NULL) {
-        hit = PyDict_Check(cache) ? PyDict_GetItemWithError(cache, at) : NULL;
-        Py_DECREF(cache);
-    }
+    PyObject *hit = PyDict_GetItemWithError(cache, at);
     PyObject *result = NULL;
     if (hit != NULL)
         result = Py_NewRef(hit);
@@ -263,9 +282,18 @@ static inline int number_end(int state) { return state == 2 || state == 3 || sta
 static void clear_stack(Core *c) {
     for (int i = 0; i < c->depth; i++) {
         Py_CLEAR(c->stack[i].view);
+        Py_CLEAR(c->stack[i].cache);
         Py_CLEAR(c->stack[i].child);
     }
     c->depth = 0;
+}
+
+static void clear_keys(Core *c) {
+    for (int i = 0; i < KEY_CACHE; i++) {
+        Py_CLEAR(c->keys[i].view);
+        Py_CLEAR(c->keys[i].key);
+        Py_CLEAR(c->keys[i].child);
+    }
 }
 
 static void set_next(Core *c, PyObject *view, Info *info) {
@@ -287,6 +315,8 @@ static int push(Core *c, int is_object) {
     Info *info = c->next_info;
     if (is_object && (info->max_props || info->key_refused)) return HAND_OVER;
     Frame *f = &c->stack[c->depth++];
+    f->cache = Py_NewRef(is_object ? info->children : info->items);
+    f->rest = NULL;
     f->view = Py_NewRef(c->next);
     f->info = info;
     f->is_object = is_object;
@@ -300,18 +330,29 @@ static int push(Core *c, int is_object) {
 static void pop(Core *c, Py_ssize_t end) {
     Frame *f = &c->stack[--c->depth];
     Py_CLEAR(f->view);
+    Py_CLEAR(f->cache);
     Py_CLEAR(f->child);
     end_value(c, end);
 }
 
 /* The item ``f->index`` is due next: its view becomes the next value's. */
 static int item_due(Core *c, Frame *f) {
-    PyObject *view = item_of(f->view, f->info, f->index);
+    int rest = f->index >= f->info->prefix_len;
+    if (rest && f->rest != NULL) {
+        set_next(c, Py_NewRef(f->rest), f->rest_info);
+        c->state = S_VALUE;
+        return OK;
+    }
+    PyObject *view = item_of(f->view, f->cache, f->info, f->index);
     if (view == NULL) return HAND_OVER;
     Info *info = info_of(view);
     if (info == NULL) {
         Py_DECREF(view);
         return HAND_OVER;
+    }
+    if (rest) {
+        f->rest = view; /* the frame's cache dict holds it */
+        f->rest_info = info;
     }
     set_next(c, view, info);
     c->state = S_VALUE;
@@ -373,7 +414,7 @@ static int string_done(Core *c, Py_ssize_t end) {
         return OK;
     }
     Frame *f = &c->stack[c->depth - 1];
-    PyObject *child = child_of(f->view, text);
+    PyObject *child = child_of(f->view, f->cache, text);
     Py_CLEAR(c->acc);
     if (child == NULL || child == Py_None) {
         Py_XDECREF(child);
@@ -387,6 +428,50 @@ static int string_done(Core *c, Py_ssize_t end) {
     Py_XSETREF(f->child, child);
     f->child_info = info;
     c->state = S_COLON;
+    return OK;
+}
+
+static Py_uhash_t key_hash(PyObject *view, int kind, const void *data, Py_ssize_t a,
+                           Py_ssize_t b) {
+    Py_uhash_t h = (Py_uhash_t)view >> 4;
+    for (Py_ssize_t k = a; k < b; k++) h = (h ^ PyUnicode_READ(kind, data, k)) * 1000003u;
+    return h;
+}
+
+/* A property name read whole within this piece, [a, b) of ``text``: its value's view from the
+ * cache, else looked up (and cached when it passed). */
+static int key_read(Core *c, PyObject *text, int kind, const void *data, Py_ssize_t a,
+                    Py_ssize_t b) {
+    Frame *f = &c->stack[c->depth - 1];
+    Py_uhash_t h = key_hash(f->view, kind, data, a, b);
+    KeyEntry *e = &c->keys[h % KEY_CACHE];
+    if (e->view == f->view && e->hash == h && PyUnicode_GET_LENGTH(e->key) == b - a) {
+        int ekind = PyUnicode_KIND(e->key);
+        const void *edata = PyUnicode_DATA(e->key);
+        Py_ssize_t k = 0;
+        while (k < b - a &&
+               PyUnicode_READ(ekind, edata, k) == PyUnicode_READ(kind, data, a + k))
+            k++;
+        if (k == b - a) {
+            Py_XSETREF(f->child, Py_NewRef(e->child));
+            f->child_info = e->info;
+            c->state = S_COLON;
+            return OK;
+        }
+    }
+    PyObject *key = PyUnicode_Substring(text, a, b);
+    if (key == NULL) return HAND_OVER;
+    Py_XSETREF(c->acc, key);
+    Py_INCREF(key);
+    if (string_done(c, 0) != OK) {
+        Py_DECREF(key);
+        return HAND_OVER;
+    }
+    Py_XSETREF(e->view, Py_NewRef(f->view));
+    Py_XSETREF(e->key, key);
+    Py_XSETREF(e->child, Py_NewRef(f->child));
+    e->info = f->child_info;
+    e->hash = h;
     return OK;
 }
 
@@ -575,10 +660,18 @@ static int scan(Core *c, PyObject *text) {
                 d = PyUnicode_READ(kind, data, j);
                 if (d == '"' || d == '\\' || d < 0x20) break;
             }
+            /* A property name that opens and closes in this piece: looked up from the piece. */
+            int whole_key = c->is_key && c->acc == NULL && j < n && d == '"';
             if (j > i) {
                 c->length += j - i;
                 if (c->max_len >= 0 && c->length > c->max_len) return HAND_OVER;
-                if (c->accumulate && append_run(c, text, i, j) != OK) return HAND_OVER;
+                if (c->accumulate && !whole_key && append_run(c, text, i, j) != OK)
+                    return HAND_OVER;
+            }
+            if (whole_key) {
+                if (key_read(c, text, kind, data, i, j) != OK) return HAND_OVER;
+                i = j + 1;
+                break;
             }
             i = j;
             if (j == n) break;
@@ -658,6 +751,7 @@ static PyObject *hand_over(Core *c) {
         return NULL;
     }
     clear_stack(c);
+    clear_keys(c);
     Py_CLEAR(c->pieces);
     Py_CLEAR(c->acc);
     Py_CLEAR(c->next);
@@ -702,6 +796,11 @@ static int Core_init(Core *c, PyObject *args, PyObject *kwds) {
 }
 
 static int Core_traverse(Core *c, visitproc visit, void *arg) {
+    for (int i = 0; i < KEY_CACHE; i++) {
+        Py_VISIT(c->keys[i].view);
+        Py_VISIT(c->keys[i].key);
+        Py_VISIT(c->keys[i].child);
+    }
     Py_VISIT(c->pieces);
     Py_VISIT(c->replay);
     Py_VISIT(c->python);
@@ -711,12 +810,14 @@ static int Core_traverse(Core *c, visitproc visit, void *arg) {
     Py_VISIT(c->acc);
     for (int i = 0; i < c->depth; i++) {
         Py_VISIT(c->stack[i].view);
+        Py_VISIT(c->stack[i].cache);
         Py_VISIT(c->stack[i].child);
     }
     return 0;
 }
 
 static int Core_clear(Core *c) {
+    clear_keys(c);
     Py_CLEAR(c->pieces);
     Py_CLEAR(c->replay);
     Py_CLEAR(c->python);
