@@ -3,9 +3,12 @@
 1. Early abort: a long answer (>= 200 chunks) whose first property breaks the schema, streamed by a
    real loopback upstream; how many chunks the upstream produced before guardrail hung up, versus
    the whole answer, and whether the client's stream ended within one chunk of the violation.
-2. Time to first byte: a valid stream, directly and through guardrail in progressive mode (p50).
+2. Time to first byte: a valid stream, directly and through guardrail in progressive mode (p50),
+   guardrail and the fake upstream in their own processes, connections pooled on both sides (or
+   made anew on both sides, against an upstream that closes each one).
 3. Checker cost: the incremental checker fed ~20-character pieces of a document, summed, versus
-   one orjson.loads of the whole document (target <= 3x).
+   one orjson.loads of the whole document (target <= 3x); with the C certifier (when built), its
+   feeds alone, and the Python checker alone.
 
     .venv/bin/python bench/streaming.py
 """
@@ -31,7 +34,11 @@ sys.path.insert(0, str(ROOT))
 from bench.overhead import free_port, running  # noqa: E402
 from bench.validation import SCHEMA, document, interleaved  # noqa: E402
 from guardrail.config import Settings  # noqa: E402
-from guardrail.incremental import IncrementalChecker  # noqa: E402
+from guardrail.incremental import (  # noqa: E402
+    ACCELERATED,
+    IncrementalChecker,
+    PythonChecker,
+)
 from tests.fakes import StreamingUpstream  # noqa: E402
 from tests.live import serve  # noqa: E402
 
@@ -173,21 +180,42 @@ def time_to_first_byte(folder: Path, *, close: bool, requests: int = 400) -> str
     )
 
 
-def feed_all(pieces: list[str]) -> None:
-    checker = IncrementalChecker(SCHEMA)
+def feed_all(make: type[IncrementalChecker] | type[PythonChecker], pieces: list[str]) -> None:
+    checker = make(SCHEMA)
     for piece in pieces:
         checker.feed(piece)
     checker.finish()
 
 
-def checker_row(text: str) -> str:
+def feed_only(pieces: list[str]) -> None:
+    checker = IncrementalChecker(SCHEMA)
+    for piece in pieces:
+        checker.feed(piece)
+
+
+def checker_rows(text: str) -> list[str]:
+    """The checker's cost over a stream of ~20-character pieces, summed, against one orjson.loads
+    of the whole document: in full (feeds and the end-of-stream validation), the feeds alone,
+    and the Python checker without the C certifier."""
     pieces = [text[i : i + 20] for i in range(0, len(text), 20)]
-    parse, check = interleaved([lambda: orjson.loads(text), lambda: feed_all(pieces)], rounds=15)
-    return (
-        f"| checker cost, {len(text) / 1024:.1f} KB in {len(pieces)} pieces | "
-        f"{check:.0f} µs vs orjson.loads {parse:.0f} µs: {check / parse:.2f}x "
-        f"({check / (len(text) / 1024):.0f} µs per KB; target <= 3x) |"
+    parse, check, feeds, python = interleaved(
+        [
+            lambda: orjson.loads(text),
+            lambda: feed_all(IncrementalChecker, pieces),
+            lambda: feed_only(pieces),
+            lambda: feed_all(PythonChecker, pieces),
+        ],
+        rounds=15,
     )
+    size = f"{len(text) / 1024:.1f} KB in {len(pieces)} pieces"
+    engine = "C certifier" if ACCELERATED else "Python checker (C certifier not built)"
+    return [
+        f"| checker cost, {size}, {engine} | {check:.0f} µs vs orjson.loads {parse:.0f} µs: "
+        f"{check / parse:.2f}x ({check / (len(text) / 1024):.0f} µs per KB; target <= 3x); the "
+        f"feeds alone {feeds:.0f} µs ({feeds / parse:.2f}x), the end-of-stream validation "
+        f"(orjson.loads + the compiled schema) the rest |",
+        f"| checker cost, {size}, Python checker alone | {python:.0f} µs: {python / parse:.2f}x |",
+    ]
 
 
 def main() -> int:
@@ -205,7 +233,7 @@ def main() -> int:
         print(time_to_first_byte(Path(tmp) / "b", close=False))
         print(time_to_first_byte(Path(tmp) / "c", close=True))
     for n_items in (17, 120):
-        print(checker_row(document(n_items).decode()))
+        print("\n".join(checker_rows(document(n_items).decode())))
     return 0
 
 

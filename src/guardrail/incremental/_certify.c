@@ -246,6 +246,14 @@ static PyObject *item_of(PyObject *view, PyObject *cache, Info *info, Py_ssize_t
 
 /* -- the machine ------------------------------------------------------------------------- */
 
+/* The one-byte characters that end a run of plain string content. */
+static unsigned char STOPS_STRING[256];
+
+static void init_tables(void) {
+    for (int ch = 0; ch < 0x20; ch++) STOPS_STRING[ch] = 1;
+    STOPS_STRING['"'] = STOPS_STRING['\\'] = 1;
+}
+
 static inline int is_ws(Py_UCS4 c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 static inline int kind_of(Py_UCS4 c) {
@@ -656,9 +664,15 @@ static int scan(Core *c, PyObject *text) {
             }
             Py_ssize_t j = i;
             Py_UCS4 d = 0;
-            for (; j < n; j++) {
-                d = PyUnicode_READ(kind, data, j);
-                if (d == '"' || d == '\\' || d < 0x20) break;
+            if (kind == PyUnicode_1BYTE_KIND) { /* most text: one byte per character */
+                const Py_UCS1 *bytes = data;
+                while (j < n && !STOPS_STRING[bytes[j]]) j++;
+                if (j < n) d = bytes[j];
+            } else {
+                for (; j < n; j++) {
+                    d = PyUnicode_READ(kind, data, j);
+                    if (d == '"' || d == '\\' || d < 0x20) break;
+                }
             }
             /* A property name that opens and closes in this piece: looked up from the piece. */
             int whole_key = c->is_key && c->acc == NULL && j < n && d == '"';
@@ -889,6 +903,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__certify(void) {
+    init_tables();
     if (PyType_Ready(&CoreType) < 0) return NULL;
     str_fast = PyUnicode_InternFromString("fast");
     str_summary = PyUnicode_InternFromString("summary");

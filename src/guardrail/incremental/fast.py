@@ -3,12 +3,12 @@
 The certifier (``_certify.c``) reads each piece in C and only ever says "nothing to report"; when
 it is unsure it hands the stream over to ``PythonChecker``, which replays the pieces so far and
 goes on alone. Verdicts are therefore always the Python checker's. Without the compiled module
-(no compiler at install time, or ``GUARDRAIL_PURE_PYTHON=1``) the Python checker runs alone.
+(no C compiler at install time, or built with ``GUARDRAIL_PURE_PYTHON=1``) the Python checker
+runs alone.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import partial
 
@@ -21,7 +21,7 @@ try:
 except ImportError:  # not built: pure Python
     ACCELERATED = False
 else:
-    ACCELERATED = os.environ.get("GUARDRAIL_PURE_PYTHON") != "1"
+    ACCELERATED = True
 
 
 def _replay(schema: Schema, pieces: list[str]) -> tuple[PythonChecker, Violation | None]:
