@@ -629,8 +629,21 @@ def test_the_certifier_changes_no_verdict(data: st.DataObject) -> None:
     text = render(value, data.draw)
     for _ in range(data.draw(st.integers(0, 2))):
         text = mutate(text, data.draw)
+    if data.draw(st.booleans()):
+        text = data.draw(st.sampled_from(["Sure: ", " ```json\n", "\n "])) + text + "\n```"
     pieces = split(text, data.draw)
     assert verdicts(IncrementalChecker, schema, pieces) == verdicts(PythonChecker, schema, pieces)
+
+
+@pytest.mark.parametrize("depth", [127, 128, 129, 400])
+def test_deep_nesting_same_verdicts(depth: int) -> None:
+    """Past the certifier's stack the Python checker carries on: the same verdicts."""
+    schema = {"items": {"$ref": "#"}, "maxItems": 1}
+    for text in ("[" * depth + "]" * depth, "[" * depth + "]" * (depth - 1) + ",[]]"):
+        pieces = [text[at : at + 5] for at in range(0, len(text), 5)]
+        assert verdicts(IncrementalChecker, schema, pieces) == verdicts(
+            PythonChecker, schema, pieces
+        )
 
 
 INVOICE = {
