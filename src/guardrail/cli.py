@@ -119,6 +119,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        # Who the client is, X-Forwarded-For included, is decided in one place (routes/http.py,
+        # GUARDRAIL_TRUSTED_PROXIES), so uvicorn must not rewrite the peer address first.
+        proxy_headers=False,
+        # SIGTERM: stop accepting, let in-flight requests finish for this long, then cancel.
+        timeout_graceful_shutdown=settings.shutdown_grace,
     )
     return 0
 

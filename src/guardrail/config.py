@@ -39,16 +39,16 @@ class Settings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     upstream: str | None = None
     upstream_dialect: Dialect = "auto"
-    upstream_api_key: str | None = None
+    upstream_api_key: str | None = Field(None, repr=False)  # never in logs or reprs
     upstream_timeout: float = Field(60.0, gt=0)
     database_url: str = "sqlite:///./guardrail.db"
     schemas_dir: Path = Path("./schemas")
-    admin_key: str | None = None
+    admin_key: str | None = Field(None, repr=False)  # never in logs or reprs
     # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the real client;
     # from anyone else X-Forwarded-For is ignored. Comma-separated in the environment.
     trusted_proxies: tuple[str, ...] = ()
     # Seconds in-flight requests get to finish after SIGTERM; new connections are refused.
-    shutdown_grace: float = Field(30.0, ge=0)
+    shutdown_grace: int = Field(30, ge=0)
     max_attempts: int = Field(3, ge=1, le=20)
     # One deadline over all attempts of a request; each upstream call also has upstream_timeout.
     request_timeout: float = Field(180.0, gt=0)

@@ -275,6 +275,7 @@ class FaultUpstream:
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
         self.bodies: dict[str, dict[str, Any]] = {}  # the last request body of each case
+        self.headers: dict[str, dict[str, str]] = {}  # and its headers
         self.canary = Canary()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -330,6 +331,10 @@ class FaultUpstream:
             key = str((body.get("messages") or [{}])[0].get("content", ""))
             self.hits[key] += 1
             self.bodies[key] = body
+            lines = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+            self.headers[key] = {
+                k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)
+            }
             name = model.removeprefix("fault/")
             fault = FAULTS.get(name) or functools.partial(output, name=name.removeprefix("output/"))
             if not await fault(self, writer, key, reader):

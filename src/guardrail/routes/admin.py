@@ -15,7 +15,7 @@ from ..config import Settings
 from ..errors import BadRequest, Forbidden, Unauthorized
 from ..registry import Compatibility, Registry
 from ..validation import Limits, check_schema
-from .http import ORJSONResponse, is_loopback, read_json_object
+from .http import ORJSONResponse, is_loopback, networks, read_json_object
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,6 +64,7 @@ class AdminAPI:
         self.registry = registry
         self.settings = settings
         self.limits = Limits(settings.max_schema_bytes, settings.max_schema_depth)
+        self.trusted = networks(settings.trusted_proxies)
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -80,10 +81,12 @@ class AdminAPI:
         ]
 
     def authorize_write(self, request: Request) -> None:
-        """Writes need the admin key when one is set; otherwise they come from loopback only."""
+        """Writes need the admin key when one is set (compared in constant time); otherwise
+        they come from loopback clients only, X-Forwarded-For counting only from a trusted
+        proxy (``GUARDRAIL_TRUSTED_PROXIES``)."""
         key = self.settings.admin_key
         if key is None:
-            if not is_loopback(request):
+            if not is_loopback(request, self.trusted):
                 raise Forbidden(
                     "schema writes are accepted from loopback clients only; "
                     "set GUARDRAIL_ADMIN_KEY to allow remote writes with a bearer key"

@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import re
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
 import orjson
@@ -84,12 +84,56 @@ async def client_disconnected(request: Request, exc: Exception) -> Response:
     return Response(status_code=499)
 
 
-def is_loopback(request: Request) -> bool:
-    host = request.client.host if request.client else ""
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def networks(specs: Iterable[str]) -> tuple[Network, ...]:
+    """``GUARDRAIL_TRUSTED_PROXIES`` entries (addresses or CIDR networks) as networks."""
+    return tuple(ipaddress.ip_network(spec, strict=False) for spec in specs)
+
+
+def _address(text: str) -> Address | None:
+    """``1.2.3.4``, ``1.2.3.4:5678``, ``::1`` or ``[::1]:5678`` -> the address; else None."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(text)
     except ValueError:
-        return host == "localhost"
+        return None
+
+
+def client_address(request: Request, trusted: tuple[Network, ...] = ()) -> Address | None:
+    """Who sent the request: the peer, unless the peer is a trusted reverse proxy; then the
+    nearest address in X-Forwarded-For that is not a trusted proxy itself (walking from the
+    right, since every proxy appends). None when that can't be told: a trusted proxy that sent
+    no usable X-Forwarded-For. From an untrusted peer X-Forwarded-For is ignored: anyone can
+    write one."""
+    peer = _address(request.client.host) if request.client else None
+    if peer is None or not any(peer in net for net in trusted):
+        return peer
+    hops = [h for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            return None
+        if not any(address in net for net in trusted):
+            return address
+    return None
+
+
+def is_loopback(request: Request, trusted: tuple[Network, ...] = ()) -> bool:
+    """Whether the client is on this host. X-Forwarded-For can only take that away: a request
+    relayed by a reverse proxy on this host for a remote client is not a loopback request, and
+    a forged header can only make its sender look remote."""
+    address = client_address(request, trusted)
+    if address is None or not address.is_loopback:
+        return False
+    hops = [_address(h) for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    return all(hop is not None and hop.is_loopback for hop in hops)
 
 
 def error_response(exc: GuardrailError) -> Response:
