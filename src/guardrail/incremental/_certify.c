@@ -198,9 +198,23 @@ static Info *info_of(PyObject *view) {
             PyMem_Free(info);
             return NULL;
         }
-        if (PyObject_SetAttr(view, str_fast, capsule) < 0) {
+        /* summary() ran Python code: another thread may have set the slot meanwhile. Keep
+         * theirs then (replacing it would free an Info their frames point to). No Python code
+         * runs from here to the assignment, so the check holds. */
+        PyObject *theirs = PyObject_GetAttr(view, str_fast);
+        if (theirs == NULL) {
             Py_DECREF(capsule);
             return NULL;
+        }
+        if (theirs != Py_None) {
+            Py_DECREF(capsule);
+            capsule = theirs;
+        } else {
+            Py_DECREF(theirs);
+            if (PyObject_SetAttr(view, str_fast, capsule) < 0) {
+                Py_DECREF(capsule);
+                return NULL;
+            }
         }
     }
     Info *info = PyCapsule_GetPointer(capsule, CAPSULE);

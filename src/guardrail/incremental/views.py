@@ -368,7 +368,6 @@ class View:
             self._prefix_len,
         )
 
-
     def key_rules(self) -> tuple[StringRules | None, tuple[str, str] | None]:
         """Rules for this object's property names (closed names, ``propertyNames``) and the
         message refusing any name at all, if so. Built on first use: ``propertyNames`` may refer
@@ -568,7 +567,7 @@ def root_view(compiled: CompiledSchema) -> View:
         else:
             hit = _Compiler(compiled.schema, dialect).view([(compiled.schema, compiled.schema)])
         if len(_roots) >= _ROOTS_CACHED:
-            del _roots[next(iter(_roots))]
+            _roots.pop(next(iter(_roots), ""), None)  # threads may evict the same one
         _roots[compiled.fingerprint] = hit
     return hit
 
