@@ -67,6 +67,11 @@ async def ok(server: FaultUpstream, writer: Writer, key: str, reader: Reader) ->
     return True
 
 
+async def slow_ok(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
+    await asyncio.sleep(1.5)  # a request in flight long enough to be caught by a shutdown
+    return await ok(server, writer, key, reader)
+
+
 async def reset_mid_body(server: FaultUpstream, writer: Writer, key: str, reader: Reader) -> bool:
     body = ok_body()
     await send(writer, head("200 OK", {"content-type": "application/json"}, len(body) + 500))
@@ -224,6 +229,7 @@ FAULTS: dict[str, Handler] = {
     f.__name__: f
     for f in (
         ok,
+        slow_ok,
         reset_mid_body,
         reset_before_headers,
         stall_before_headers,
@@ -298,8 +304,6 @@ class FaultUpstream:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def _stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
         self._loop.stop()
 
     def _run(self) -> None:
@@ -309,6 +313,12 @@ class FaultUpstream:
         self._ready.set()
         self._loop.run_forever()
         server.close()
+        # Let the connections still open (stalled faults) run their cleanup on a live loop.
+        pending = list(self._tasks)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: Writer) -> None:
         task = asyncio.current_task()
