@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -124,6 +125,8 @@ def _run(args: argparse.Namespace) -> int:
         conforming += row.conforms
         progress.update(task, advance=1, note=f"{row.target} {row.stage} {row.outcome}")
 
+    # A CI runner cancels with SIGTERM: stop as Ctrl-C does, between whole rows.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         try:
             rows = asyncio.run(
@@ -152,6 +155,10 @@ def _run(args: argparse.Namespace) -> int:
         out.print(f"gate passed: {len(verdict.checked)} schema x target group(s) checked")
         return 0
     return 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _thresholds(args: argparse.Namespace) -> Thresholds | None:
