@@ -159,6 +159,22 @@ def test_a_thousand_requests_agree_everywhere(settings: Settings, tmp_path: Path
             if outcome != "unchecked":
                 checked[(name, model)] += n
         assert attempt_counts == dict(checked)
+        attempt_sums = {
+            (s.labels["schema"], s.labels["model"]): int(s.value)
+            for s in families["guardrail_attempts"].samples
+            if s.name == "guardrail_attempts_sum"
+        }
+        calls = Counter[tuple[str, str]]()
+        for (name, _, model, _), n in attempts.items():
+            if name != "-":
+                calls[(name, model)] += n
+        assert attempt_sums == dict(calls)
+        durations = {
+            (s.labels["schema"], s.labels["model"]): int(s.value)
+            for s in families["guardrail_request_duration_seconds"].samples
+            if s.name == "guardrail_request_duration_seconds_count"
+        }
+        assert sum(durations.values()) == REQUESTS
 
         first = client.get("/guardrail/stats").json()
         assert_stats_match(first, counts, attempts, tokens, paths)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,6 @@ FIRST_BOUND = 0.0005  # seconds: the upper bound of bucket 0
 FACTOR = 2**0.25
 BUCKETS = 82  # bucket i holds values <= FIRST_BOUND * FACTOR**i; the last one holds the rest
 BOUNDS: tuple[float, ...] = tuple(FIRST_BOUND * FACTOR**i for i in range(BUCKETS - 1))
-_LOG_FACTOR = math.log(FACTOR)
 
 OUTCOMES = ("valid", "repaired", "reasked", "failed", "error", "unchecked")
 CONFORMING = frozenset({"valid", "repaired", "reasked"})
@@ -27,11 +27,8 @@ _INDEX = re.compile(r"/\d+(?=/|$)")
 
 
 def bucket(seconds: float) -> int:
-    """The histogram bucket of a duration."""
-    if seconds <= FIRST_BOUND:
-        return 0
-    index = math.ceil(math.log(seconds / FIRST_BOUND) / _LOG_FACTOR - 1e-9)
-    return min(index, BUCKETS - 1)
+    """The histogram bucket of a duration: the first whose bound is not below it."""
+    return bisect_left(BOUNDS, seconds)  # len(BOUNDS) == BUCKETS - 1: the overflow bucket
 
 
 def empty_histogram() -> list[int]:

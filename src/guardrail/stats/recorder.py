@@ -21,7 +21,7 @@ from typing import Literal, Protocol
 
 import orjson
 
-from .metrics import Metrics, RequestMetrics
+from .metrics import MAX_ATTEMPTS, Metrics, Totals
 from .model import (
     OTHER,
     RequestRecord,
@@ -133,7 +133,6 @@ class Recorder:
         self.models = Budget(max_models)
         self.max_paths = max_paths
         self._paths: dict[str, Budget] = {}
-        self._children: dict[tuple[str, str, str, str], RequestMetrics] = {}
         self._pending: dict[Key, _Pending] = {}
         self._samples: dict[tuple[str, str], deque[Sample]] = {}
         self._lock = asyncio.Lock()
@@ -151,20 +150,19 @@ class Recorder:
         model = self.model_label(record.model)
         at = record.at or self.clock()
         labels = (schema, version, model, outcome)
-        children = self._children.get(labels)
-        if children is None:
-            calls = outcome != "unchecked"
-            children = self._children[labels] = self.metrics.request(*labels, calls=calls)
-        seconds, upstream = record.seconds, record.upstream_seconds
-        prompt, completion = record.prompt_tokens, record.completion_tokens
-        attempts = len(record.attempts)
-        children.requests.inc()
-        children.duration.observe(seconds)
-        if children.calls is not None:
-            children.calls.attempts.observe(attempts)
-            children.calls.upstream.observe(upstream)
-            children.calls.prompt.inc(prompt)
-            children.calls.completion.inc(completion)
+        totals = self.metrics.totals.get(labels)
+        if totals is None:
+            totals = self.metrics.totals[labels] = Totals(calls=outcome != "unchecked")
+        seconds, upstream, attempts = record.seconds, 0.0, len(record.attempts)
+        prompt = completion = 0
+        for attempt in record.attempts:
+            upstream += attempt.upstream_seconds
+            prompt += attempt.prompt_tokens
+            completion += attempt.completion_tokens
+        took = bucket(seconds)
+        totals.count += 1
+        totals.seconds_sum += seconds
+        totals.seconds[took] += 1
 
         key = (int(at) // 60 * 60, schema, version, model, outcome)
         pending = self._pending.get(key)
@@ -174,9 +172,16 @@ class Recorder:
         pending.attempts += attempts
         pending.prompt += prompt
         pending.completion += completion
-        pending.latency[bucket(seconds)] += 1
-        if children.calls is not None:  # an unchecked request is relayed: no upstream time apart
-            pending.upstream[bucket(upstream)] += 1
+        pending.latency[took] += 1
+        if totals.calls:  # an unchecked request is relayed: no attempts or upstream time apart
+            waited = bucket(upstream)
+            totals.upstream_sum += upstream
+            totals.upstream[waited] += 1
+            totals.attempts_sum += attempts
+            totals.attempts[min(attempts, MAX_ATTEMPTS)] += 1
+            totals.prompt += prompt
+            totals.completion += completion
+            pending.upstream[waited] += 1
         for attempt in record.attempts:
             if not attempt.errors:
                 continue
@@ -186,7 +191,10 @@ class Recorder:
             # One count per failing (path, keyword) per attempt: "how many attempts failed here".
             for path, keyword in {(fold_path(p), k) for p, k in attempt.errors}:
                 path = paths.admit(path)
-                self.metrics.error(schema, version, path, keyword).inc()
+                errors = self.metrics.errors
+                errors[(schema, version, path, keyword)] = (
+                    errors.get((schema, version, path, keyword), 0) + 1
+                )
                 pending.paths[(path, keyword)] = pending.paths.get((path, keyword), 0) + 1
 
         if record.failure is not None and self.redaction != "off" and self.samples > 0:
