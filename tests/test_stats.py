@@ -32,7 +32,7 @@ from guardrail.stats.model import (
 from guardrail.stats.recorder import TRUNCATE_BYTES, Budget, Recorder, redact
 
 from .conftest import Proxy
-from .fakes import FakeUpstream
+from .fakes import FakeUpstream, completion, sse
 from .live import serve
 
 PERSON_OK = '{"name": "Ada", "age": 36}'
@@ -246,3 +246,27 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         env=env,
     )
+
+
+def test_progressive_streams_are_counted_when_they_end(proxy: Proxy) -> None:
+    client, _ = proxy(sse(completion(PERSON_OK)), sse(completion('{"name": "Ada"}')))
+    headers = {"X-Guardrail-Schema": "person", "X-Guardrail-Stream-Mode": "progressive"}
+    body = {"model": "m", "messages": [{"role": "user", "content": "?"}], "stream": True}
+    for _ in range(2):
+        response = client.post("/v1/chat/completions", json=body, headers=headers)
+        assert response.headers["x-guardrail-outcome"] == "pending"
+    stats = client.get("/guardrail/stats").json()
+    assert (stats["outcomes"]["valid"], stats["outcomes"]["failed"]) == (1, 1)
+    assert stats["failing_paths"][0]["keywords"] == {"required": 1}
+
+
+def test_failing_paths_are_bounded_per_schema(proxy: Proxy) -> None:
+    bad = '{"title": "Printer", "priority": "asap", "category": "bug", "tags": ["a", "a"]}'
+    client, _ = proxy(bad, stats_max_paths=1)
+    assert chat(client, "ticket").status_code == 422
+    paths = client.get("/guardrail/stats").json()["failing_paths"]
+    assert [(p["path"], p["keywords"]) for p in paths] == [
+        ("/priority", {"enum": 3}),  # errors come sorted by path: /priority is seen first
+        ("other", {"uniqueItems": 3}),
+    ]
+    assert 'path="other"' in client.get("/metrics").text

@@ -189,7 +189,7 @@ class Recorder:
             if paths is None:
                 paths = self._paths[schema] = Budget(self.max_paths)
             # One count per failing (path, keyword) per attempt: "how many attempts failed here".
-            for path, keyword in {(fold_path(p), k) for p, k in attempt.errors}:
+            for path, keyword in dict.fromkeys((fold_path(p), k) for p, k in attempt.errors):
                 path = paths.admit(path)
                 errors = self.metrics.errors
                 errors[(schema, version, path, keyword)] = (
