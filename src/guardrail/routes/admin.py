@@ -10,12 +10,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from .. import __version__
 from ..check import check
 from ..config import Settings
 from ..errors import BadRequest, Forbidden, Unauthorized
-from ..registry import Compatibility, Registry
+from ..registry import Compatibility, Registry, SchemaConfig
+from ..registry.service import NAME
 from ..validation import Limits, check_schema
 from .http import ORJSONResponse, is_loopback, networks, read_json_object
+from .openapi import admin_spec
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,6 +68,13 @@ class AdminAPI:
         self.settings = settings
         self.limits = Limits(settings.max_schema_bytes, settings.max_schema_depth)
         self.trusted = networks(settings.trusted_proxies)
+        self._spec = admin_spec(
+            version=__version__,
+            name_pattern=NAME.pattern,
+            register=RegisterBody,
+            config=ConfigBody,
+            validate=ValidateBody,
+        )
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -78,7 +88,11 @@ class AdminAPI:
             Route("/guardrail/schemas/{name}/config", self.get_config, methods=["GET"]),
             Route("/guardrail/schemas/{name}/config", self.put_config, methods=["PUT"]),
             Route("/guardrail/validate", self.validate, methods=["POST"]),
+            Route("/guardrail/openapi.json", self.openapi, methods=["GET"]),
         ]
+
+    async def openapi(self, request: Request) -> Response:
+        return ORJSONResponse(self._spec)
 
     def authorize_write(self, request: Request) -> None:
         """Writes need the admin key when one is set (compared in constant time); otherwise
@@ -164,7 +178,12 @@ class AdminAPI:
         self.authorize_write(request)
         name = request.path_params["name"]
         body = parse(ConfigBody, await self.body(request))
-        config = await self.registry.set_config(name, body.model_dump(exclude_unset=True))
+        changes = body.model_dump(exclude_unset=True)
+        # null puts a field back to its default; for the other fields that is None ("the
+        # server's setting"), for compatibility the registry's default mode.
+        if "compatibility" in changes and changes["compatibility"] is None:
+            changes["compatibility"] = SchemaConfig().compatibility
+        config = await self.registry.set_config(name, changes)
         return ORJSONResponse({"name": name, **config.to_json()})
 
     async def validate(self, request: Request) -> Response:
