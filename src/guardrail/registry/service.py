@@ -103,6 +103,11 @@ class Registry:
         _expire(self._latest, name)
         _expire(self._configs, name)
 
+    def _stamp(self, generation: int) -> float:
+        """When an answer read at ``generation`` was fetched; an answer that raced with an
+        invalidation is kept only as an outage fallback (stamped too old to use)."""
+        return self.clock() if generation == self._generation else float("-inf")
+
     async def register(self, name: str, schema: Any, description: str = "") -> Registration:
         """Add a version (or find the identical one). Raises InvalidSchema, SchemaTooLarge,
         RemoteRefRejected or IncompatibleSchema."""
@@ -156,8 +161,8 @@ class Registry:
         if resolved is None:
             resolved = Resolved(found, compile_schema(found.schema))
             self._versions[(name, found.version)] = resolved
-        if number is None and generation == self._generation:
-            self._latest[name] = (self.clock(), resolved)
+        if number is None:
+            self._latest[name] = (self._stamp(generation), resolved)
         return resolved
 
     async def versions(self, name: str) -> list[SchemaVersion]:
@@ -189,8 +194,7 @@ class Registry:
             if cached is None:
                 raise
             return cached[1]  # stale, but the schema it goes with is being served from cache
-        if generation == self._generation:
-            self._configs[name] = (self.clock(), config)
+        self._configs[name] = (self._stamp(generation), config)
         return config
 
     async def set_config(self, name: str, changes: dict[str, Any]) -> SchemaConfig:
