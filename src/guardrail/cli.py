@@ -85,6 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .config import Settings
+    from .registry import display_url
 
     settings = Settings.load(
         {
@@ -105,7 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     out.print(
         f"guardrail on http://{settings.host}:{settings.port}  "
-        f"registry {settings.database_url}  schemas {settings.schemas_dir}  {upstream}"
+        f"registry {display_url(settings.database_url)}  schemas {settings.schemas_dir}  {upstream}"
     )
     requests_log = logging.getLogger("guardrail.requests")  # one JSON line per request
     handler = logging.StreamHandler(sys.stdout)

@@ -25,6 +25,13 @@ STORES: dict[str, Callable[[str], Store]] = {
 }
 
 
+def display_url(url: str) -> str:
+    """A database URL fit for logs: its password left out."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}{at}{host}" if at else url
+
+
 def open_store(url: str) -> Store:
     """The store for a database URL: ``sqlite:///path.db``, ``postgresql://user@host/db``."""
     scheme = url.split(":", 1)[0]
@@ -50,6 +57,7 @@ __all__ = [
     "StatsStore",
     "Store",
     "compatibility_problems",
+    "display_url",
     "open_store",
     "parse_ref",
 ]

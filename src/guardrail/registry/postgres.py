@@ -26,6 +26,7 @@ import orjson
 
 from ..errors import RegistryUnavailable
 from ..stats.model import Rollup, Sample, StatsFilter
+from . import display_url
 from .compat import Compatibility
 from .migrations import Migration, MigrationState, migrations
 from .models import NewVersion, SchemaConfig, SchemaVersion
@@ -122,7 +123,7 @@ async def migrate_database(dsn: str, *, timeout: float = 10.0) -> list[str]:
         finally:
             await conn.close()
     except FAILURES as exc:
-        raise RegistryUnavailable(f"cannot migrate {_safe(dsn)}: {exc}") from None
+        raise RegistryUnavailable(f"cannot migrate {display_url(dsn)}: {exc}") from None
 
 
 async def migration_status_of(dsn: str, *, timeout: float = 10.0) -> list[MigrationState]:
@@ -134,18 +135,11 @@ async def migration_status_of(dsn: str, *, timeout: float = 10.0) -> list[Migrat
         finally:
             await conn.close()
     except FAILURES as exc:
-        raise RegistryUnavailable(f"cannot read {_safe(dsn)}: {exc}") from None
+        raise RegistryUnavailable(f"cannot read {display_url(dsn)}: {exc}") from None
     return [
         MigrationState(m.version, m.name, at.astimezone(UTC).isoformat() if at else None)
         for m, at in states
     ]
-
-
-def _safe(dsn: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = dsn.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}{at}{host}" if at else dsn
 
 
 class PostgresStore:
@@ -200,7 +194,7 @@ class PostgresStore:
                 await conn.close()
         except FAILURES as exc:
             await self._close_pool()
-            raise RegistryUnavailable(f"cannot open {_safe(self.dsn)}: {exc}") from None
+            raise RegistryUnavailable(f"cannot open {display_url(self.dsn)}: {exc}") from None
         for migration in self.applied_migrations:
             log.info("registry: applied migration %s", migration)
         if self.listen:
