@@ -595,6 +595,7 @@ def test_report_is_self_contained_html_and_markdown(
     )
     assert "| t0 | guardrail | 3 | 100.0% | 43.9–100.0 |" in markdown
     assert "| t0 | raw | 3 | 0.0% | 0.0–56.1 |" in markdown
+    assert "| person | t0 | 100.0% | 43.9–100.0 |" in markdown  # the pick for person
 
 
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
@@ -612,5 +613,20 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     ).stdout
-    assert dom.count("<svg") == 2 and dom.count("<table>") == 2
+    assert dom.count("<svg") == 2 and dom.count("<table>") == 2  # all schemas, person
+    assert '<table id="picks-table">' in dom
     assert dom.count('class="bar"') == 3 + 3 + 3  # all schemas, person, latency
+
+
+def test_pick_prefers_the_surer_rate_then_fewer_tokens() -> None:
+    from guardrail.eval.metrics import best_by_schema
+
+    rows = [row("valid", key=f"a{i}", target="a", prompt_tokens=100) for i in range(3)]
+    rows += [row("valid", key=f"b{i}", target="b") for i in range(20)]  # as sure, and more
+    rows += [row("valid", key=f"c{i}", target="c", prompt_tokens=1) for i in range(19)]
+    rows += [row("failed", key="c-fail", target="c", prompt_tokens=1)]
+    (pick,) = best_by_schema(group_metrics(rows))
+    assert pick.key.target == "b"  # 20/20 beats 3/3 (wider interval) and 19/20 (lower)
+    rows += [row("valid", key=f"d{i}", target="d", prompt_tokens=1) for i in range(20)]
+    (pick,) = best_by_schema(group_metrics(rows))
+    assert pick.key.target == "d"  # as sure as b, fewer tokens per conforming answer

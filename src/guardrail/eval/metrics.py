@@ -141,3 +141,27 @@ def _metrics(key: GroupKey, rows: list[Row], top_paths: int) -> GroupMetrics:
         field_accuracy=Rate(sum(expected), len(expected)) if expected else None,
         failing_paths=tuple(sorted(paths.items(), key=lambda p: (-p[1], p[0]))[:top_paths]),
     )
+
+
+def best_by_schema(metrics: Iterable[GroupMetrics], stage: str = "guardrail") -> list[GroupMetrics]:
+    """Per schema, the target to pick in ``stage``: the highest conformance, judged by the lower
+    end of its 95% interval (so a lucky small sample does not win), then the fewest tokens per
+    conforming answer, then the lowest p50 latency."""
+    best: dict[str, GroupMetrics] = {}
+    for group in metrics:
+        if group.key.stage != stage or group.answered == 0:
+            continue
+        current = best.get(group.key.schema)
+        if current is None or _rank(group) < _rank(current):
+            best[group.key.schema] = group
+    return [best[name] for name in sorted(best)]
+
+
+def _rank(group: GroupMetrics) -> tuple[float, float, float, float]:
+    tokens = group.tokens_per_conforming
+    return (
+        -group.conformance.interval[0],
+        -group.conformance.value,
+        tokens if tokens is not None else math.inf,
+        group.p50_latency,
+    )

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
 
-from .metrics import GroupMetrics, Rate, group_metrics
+from .metrics import GroupMetrics, Rate, best_by_schema, group_metrics
 from .results import Row
 
 STAGE_COLOURS = {"raw": "#b0b7c3", "native": "#6f9fd8", "guardrail": "#2f7d4f"}
@@ -130,6 +130,10 @@ def markdown(metrics: Sequence[GroupMetrics], rows: Sequence[Row], *, title: str
         f"{len(stages)} stages ({', '.join(stages)}). Rates are over answered calls, with 95% "
         "Wilson intervals; tokens and cost per conforming answer count every call's tokens.",
         "",
+        "## Which target to pick, per schema",
+        "",
+        *_md_picks(metrics),
+        "",
         "## All schemas",
         "",
         *_md_table(overall(rows)),
@@ -138,6 +142,38 @@ def markdown(metrics: Sequence[GroupMetrics], rows: Sequence[Row], *, title: str
         lines += ["", f"## {schema}", "", *_md_table(groups)]
     lines += ["", DEFINITIONS_MD]
     return "\n".join(lines) + "\n"
+
+
+PICK_COLUMNS = (
+    "schema",
+    "target",
+    "conformance (guardrail)",
+    "95% CI",
+    "tokens / conforming",
+    "p50 s",
+)
+
+
+def _pick_cells(group: GroupMetrics) -> list[str]:
+    return [
+        group.key.schema,
+        group.key.target,
+        _pct(group.conformance),
+        _ci(group.conformance),
+        _num(group.tokens_per_conforming),
+        f"{group.p50_latency:.2f}",
+    ]
+
+
+def _md_picks(metrics: Sequence[GroupMetrics]) -> list[str]:
+    head = "| " + " | ".join(PICK_COLUMNS) + " |"
+    rule = "|" + "---|" * len(PICK_COLUMNS)
+    body = ["| " + " | ".join(_pick_cells(g)) + " |" for g in best_by_schema(metrics)]
+    note = (
+        "The highest guardrail-stage conformance by the lower end of its 95% interval, then "
+        "the fewest tokens per conforming answer, then the lowest p50 latency."
+    )
+    return [note, "", head, rule, *body]
 
 
 def _md_table(groups: Sequence[GroupMetrics]) -> list[str]:
@@ -177,6 +213,9 @@ def html(metrics: Sequence[GroupMetrics], rows: Sequence[Row], *, title: str) ->
         f"{len(targets)} targets ({escape(', '.join(targets))}) × {len(stages)} stages "
         f"({escape(', '.join(stages))}). Rates are over answered calls with 95% Wilson "
         "intervals (the whiskers).</p>",
+        '<section id="picks"><h2>Which target to pick, per schema</h2>',
+        _html_picks(metrics),
+        "</section>",
         _legend(stages),
         '<section id="overview"><h2>Conformance by schema</h2>',
         _conformance_chart(metrics, totals, targets, stages),
@@ -207,6 +246,20 @@ def _html_table(groups: Sequence[GroupMetrics]) -> str:
     )
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     return f'<div class="scroll">{table}</div>'
+
+
+def _html_picks(metrics: Sequence[GroupMetrics]) -> str:
+    head = "".join(f"<th>{escape(c)}</th>" for c in PICK_COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in _pick_cells(g)) + "</tr>"
+        for g in best_by_schema(metrics)
+    )
+    note = (
+        '<p class="scope">The highest guardrail-stage conformance by the lower end of its 95% '
+        "interval, then the fewest tokens per conforming answer, then the lowest p50 latency.</p>"
+    )
+    table = f'<table id="picks-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'{note}<div class="scroll">{table}</div>'
 
 
 def _legend(stages: Sequence[str]) -> str:
