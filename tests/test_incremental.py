@@ -713,3 +713,18 @@ def test_the_certifier_hands_violations_to_python(text: str, path: str, keyword:
             break
     assert found is not None and (found.path, found.keyword) == (path, keyword), found
     assert not checker.accelerated
+
+
+def test_more_bounds_than_the_certifier_keeps() -> None:
+    """Twelve bounds on one position (allOf): numbers there go to the Python checker."""
+    bounds = {"minimum": 0, "maximum": 10, "exclusiveMinimum": -1, "exclusiveMaximum": 11}
+    schema = {"items": {"allOf": [dict(bounds, title=str(i)) for i in range(3)]}}
+    for text in ("[1, 5, 10]", "[1, 11]"):
+        pieces = [text[at : at + 2] for at in range(0, len(text), 2)]
+        assert verdicts(IncrementalChecker, schema, pieces) == verdicts(
+            PythonChecker, schema, pieces
+        )
+    assert verdicts(IncrementalChecker, schema, ["[1, 11]"])[0] is not None
+    root = schema["items"]  # at the root too (its summary is read first)
+    for text in ("12 ", "5 "):
+        assert verdicts(IncrementalChecker, root, [text]) == verdicts(PythonChecker, root, [text])

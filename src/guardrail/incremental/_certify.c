@@ -161,8 +161,10 @@ static Info *parse_info(PyObject *s) {
     info->key_max = as_size(s, 9);
     info->prefix_len = as_size(s, 11);
     PyObject *bounds = PyTuple_GET_ITEM(s, 6);
-    int bad = !PyTuple_Check(bounds) || PyTuple_GET_SIZE(bounds) > MAX_BOUNDS;
-    if (!bad) {
+    int bad = !PyTuple_Check(bounds);
+    if (!bad && PyTuple_GET_SIZE(bounds) > MAX_BOUNDS) {
+        info->nbounds = -1; /* more than it keeps: every number here goes to Python */
+    } else if (!bad) {
         info->nbounds = (int)PyTuple_GET_SIZE(bounds);
         for (int i = 0; i < info->nbounds; i++) {
             PyObject *b = PyTuple_GET_ITEM(bounds, i);
@@ -502,7 +504,7 @@ static int number_done(Core *c) {
     c->ntok[c->nlen] = '\0';
     int has_exp = strpbrk(c->ntok, "eE") != NULL;
     int numeric = info->integer || info->nbounds || info->scalars;
-    if (has_exp || info->scalars) return HAND_OVER;
+    if (has_exp || info->scalars || info->nbounds < 0) return HAND_OVER;
     if (!numeric) return OK;
     if (c->nlen > 15) return HAND_OVER;
     double v = strtod(c->ntok, NULL);
