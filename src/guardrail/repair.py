@@ -18,7 +18,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
-from .validation import CompiledSchema, Schema, json_pointer
+from .validation import CompiledSchema, Schema, json_pointer, pattern_search
 
 MAX_REPAIR_CHARS: Final = 2_000_000
 MAX_NESTING: Final = 256
@@ -161,6 +161,14 @@ _ESCAPES: Final[dict[str, str]] = {
     "t": "\t",
     "'": "'",
 }
+
+
+def _paired(text: str) -> str:
+    """Surrogate pairs from two \\u escapes made one character; a lone surrogate, which no UTF-8
+    text can hold (the validator and the encoder refuse it), becomes U+FFFD."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 class _LenientParser:
@@ -306,7 +314,7 @@ class _LenientParser:
             c = text[i]
             if c == quote:
                 self.i = i + 1
-                return "".join(parts)
+                return _paired("".join(parts))
             if c == "\\":
                 if i + 1 >= n:
                     break
@@ -575,10 +583,10 @@ def _dict_at(node: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _search(pattern: str, key: str) -> bool:
-    try:
-        return re.search(pattern, key) is not None
-    except re.error:
-        return False
+    # The validator's linear-time engine, not Python's backtracking re: a patternProperties
+    # pattern like ^(a+)+$ against a long key from a model must not stall the event loop.
+    search = pattern_search(pattern)
+    return search is not None and search(key) is True
 
 
 def _pointer_get(root: Any, ref: str) -> Any:

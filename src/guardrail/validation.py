@@ -6,6 +6,7 @@ runs once per schema (compiling, checking a schema before registration) or only 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -302,6 +303,7 @@ def _compile_value(schema: Any, resources: Mapping[str, Any] | None) -> Compiled
 _REGEX_GAVE_UP: Final = frozenset({"BacktrackLimitExceeded", "RegexEngineFailure"})
 
 
+@functools.lru_cache(maxsize=1024)
 def pattern_search(pattern: str) -> Callable[[str], bool | None] | None:
     """A search for ``pattern`` run by the validator's own regex engine (ECMA-262 flavour,
     linear time, look-arounds under a backtracking limit), so an untrusted pattern cannot stall
