@@ -630,3 +630,23 @@ def test_pick_prefers_the_surer_rate_then_fewer_tokens() -> None:
     rows += [row("valid", key=f"d{i}", target="d", prompt_tokens=1) for i in range(20)]
     (pick,) = best_by_schema(group_metrics(rows))
     assert pick.key.target == "d"  # as sure as b, fewer tokens per conforming answer
+
+
+def test_plan_takes_turns_across_schemas(tmp_path: Path) -> None:
+    lines = [f'schemas_dir = "{SCHEMAS}"', 'stages = ["native"]']
+    lines += ["[[targets]]", 'name = "a"', 'upstream = "http://a.test/v1"']
+    lines += ["[[targets]]", 'name = "b"', 'upstream = "http://b.test/v1"']
+    for schema in ("person", "person", "ticket", "ticket"):
+        lines += ["[[cases]]", f'schema = "{schema}"', 'prompt = "x"']
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text("\n".join(lines) + "\n")
+    spec = load_spec(spec_path)
+
+    async def planned() -> list[str]:
+        async with runner.Harness(spec) as harness:
+            return [c.key for c in runner.plan(spec, await harness.prepare())]
+
+    assert asyncio.run(planned()) == [
+        "person-1|a|native|0", "person-1|b|native|0", "ticket-1|a|native|0", "ticket-1|b|native|0",
+        "person-2|a|native|0", "person-2|b|native|0", "ticket-2|a|native|0", "ticket-2|b|native|0",
+    ]  # fmt: skip

@@ -288,10 +288,19 @@ def target_settings(spec: EvalSpec, target: TargetSpec) -> Settings:
 
 
 def plan(spec: EvalSpec, prepared: Sequence[Prepared]) -> list[Call]:
-    """Every call, interleaved across targets so that each target is kept busy."""
+    """Every call. Cases take turns across schemas (the first case of each schema, then the
+    second of each…) so a run stopped early still covers every schema evenly; each case's
+    calls alternate between targets so that every target is kept busy."""
+    turns: dict[str, int] = {}
+    order = []
+    for index, case in enumerate(prepared):
+        turn = turns.get(case.schema_name, 0)
+        turns[case.schema_name] = turn + 1
+        order.append((turn, index, case))
+    order.sort(key=lambda item: (item[0], item[1]))
     calls = []
     for repeat in range(spec.repeat):
-        for case in prepared:
+        for _, _, case in order:
             for stage in spec.stages:
                 for target in spec.targets:
                     calls.append(Call(case, target, stage, repeat))
