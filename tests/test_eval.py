@@ -650,3 +650,28 @@ def test_plan_takes_turns_across_schemas(tmp_path: Path) -> None:
         "person-1|a|native|0", "person-1|b|native|0", "ticket-1|a|native|0", "ticket-1|b|native|0",
         "person-2|a|native|0", "person-2|b|native|0", "ticket-2|a|native|0", "ticket-2|b|native|0",
     ]  # fmt: skip
+
+
+def test_example_spec_runs_as_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/guardrail.eval.toml: 5 schemas x 20 cases, every schema resolves, and every call
+    of it runs (against a fake standing in for the two llama.cpp servers)."""
+    spec = load_spec(ROOT / "examples" / "guardrail.eval.toml")
+    per_schema: dict[str, int] = {}
+    for case in spec.cases:
+        per_schema[case.schema_ref] = per_schema.get(case.schema_ref, 0) + 1
+    assert per_schema == {s: 20 for s in ("person", "ticket", "invoice", "event", "review")}
+    out = tmp_path / "r.jsonl"
+    rows = asyncio.run(runner.run(spec, out, transport=transport(lambda _: PERSON_OK)))
+    assert len(rows) == 100 * 2 * 3
+    person = [r for r in rows if r.schema_name == "person" and r.stage != "raw"]
+    assert {r.outcome for r in person} == {"valid"}
+    thresholds = ROOT / "examples" / "eval-thresholds.toml"
+    from guardrail.eval.gate import gate, load_thresholds
+
+    verdict = gate(group_metrics(rows), load_thresholds(thresholds))
+    # The fake answers a person to everything: only person passes.
+    assert {(s.schema, s.target) for s in verdict.shortfalls} == {
+        (schema, target)
+        for schema in ("ticket", "invoice", "event", "review")
+        for target in ("smollm2-135m", "gemma3-270m")
+    }
