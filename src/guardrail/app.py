@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,20 +31,28 @@ from .upstream.client import Transport
 from .upstream.routing import Router
 from .validation import Limits
 
+if TYPE_CHECKING:
+    from .local import Engine
+
 
 def create_app(
     settings: Settings | None = None,
     *,
     store: Store | None = None,
     transport: Transport | None = None,
+    engine: Engine | None = None,
 ) -> Starlette:
     """The guardrail ASGI app. ``store`` defaults to the one ``settings.database_url`` names;
-    ``transport`` replaces the network under the upstream clients (tests)."""
+    ``transport`` replaces the network under the upstream clients (tests); ``engine`` (see
+    ``guardrail.local.engine_for``, which ``guardrail serve`` passes) is the local model that
+    serves when no upstream is set: it starts loading in the background at start-up."""
     settings = settings or Settings()
     store = store or open_store(settings.database_url)
     limits = Limits(settings.max_schema_bytes, settings.max_schema_depth)
     registry = Registry(store, limits=limits, latest_ttl=settings.latest_cache_seconds)
-    router = Router(settings, transport=transport)
+    if settings.upstream:
+        engine = None  # with an upstream the local model is never loaded
+    router = Router(settings, transport=transport, engine=engine)
     pipeline = Pipeline(
         registry,
         router,
@@ -72,6 +81,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         await registry.load_dir(settings.schemas_dir)  # logs each file it cannot register
+        if engine is not None:
+            engine.start()  # loads on its own thread: /healthz answers meanwhile
         if recorder is not None:
             recorder.start()
         try:
@@ -86,7 +97,7 @@ def create_app(
         routes=[
             *proxy.routes,
             *AdminAPI(registry, settings).routes,
-            *OpsAPI(store).routes,
+            *OpsAPI(store, {"local_model": engine.readiness} if engine else {}).routes,
             *StatsAPI(recorder, stats_store).routes,
         ],
         middleware=[Middleware(RequestIdMiddleware)],

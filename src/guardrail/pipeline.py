@@ -44,7 +44,9 @@ from .validation import CompiledSchema, Limits, Violation, check_schema, compile
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 CUT_ANSWER_SHOWN = 400  # characters of a runaway answer repeated back when re-asking
 # Dialects whose streams are OpenAI chat.completion.chunk events (progressive mode needs them).
-PROGRESSIVE_DIALECTS = frozenset({"openai", "vllm", "vllm-guided", "llamacpp", "ollama", "tgi"})
+PROGRESSIVE_DIALECTS = frozenset(
+    {"openai", "vllm", "vllm-guided", "llamacpp", "ollama", "tgi", "local"}
+)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 

@@ -312,6 +312,36 @@ def _tgi_fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set[str]]:
 _TGI_JSON_MODE: Final[JSON] = {"response_format": {"type": "json", "value": {"type": "object"}}}
 
 
+# --------------------------------------------------------------------------------------------
+# The local model (guardrail.local through the in-process transport)
+# --------------------------------------------------------------------------------------------
+
+RelaxedFor = Callable[[JSON, str], tuple[str, ...]]  # (schema, fingerprint) -> relaxed keywords
+
+
+def _default_backend_relaxed(schema: JSON, fingerprint: str) -> tuple[str, ...]:
+    # Imported here: guardrail.local is an optional extra; its backends import nothing heavy.
+    from ..local import BACKENDS, DEFAULT_BACKEND
+
+    try:
+        return BACKENDS[DEFAULT_BACKEND].check(schema).relaxed
+    except ImportError:
+        return ALL
+
+
+def local_dialect(relaxed_for: RelaxedFor = _default_backend_relaxed) -> Dialect:
+    """The local engine's dialect: the schema as ``response_format`` json_schema, compiled into a
+    token-level constraint; relaxed = what the engine's backend reports it cannot enforce
+    (``*`` when it cannot compile the schema and generates from the prompt instead)."""
+
+    def fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set[str]]:
+        spec = {"name": constraint.name, "schema": schema}
+        relaxed = set(relaxed_for(schema, constraint.fingerprint))
+        return {"response_format": {"type": "json_schema", "json_schema": spec}}, relaxed
+
+    return _openai_compatible("local", _chat_dialect(fields))
+
+
 def _prompt_dialect(body: JSON, constraint: Constraint | None) -> Translation:
     """No native support: the schema goes into the system prompt."""
     if constraint is None:
@@ -528,6 +558,7 @@ DIALECTS: Final[dict[str, Dialect]] = {
     "tgi": _openai_compatible("tgi", _chat_dialect(_tgi_fields, _TGI_JSON_MODE)),
     "anthropic": Dialect("anthropic", _anthropic, _from_anthropic, _anthropic_key),
     "prompt": _openai_compatible("prompt", _prompt_dialect),
+    "local": local_dialect(),
 }
 _ALIASES: Final = {"auto": "openai"}
 

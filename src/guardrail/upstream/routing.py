@@ -1,4 +1,8 @@
-"""Which upstream serves a request: ``[[routes]]`` by model glob, else the default upstream."""
+"""Which upstream serves a request: ``[[routes]]`` by model glob, else the default upstream.
+
+The default upstream is ``settings.upstream`` when set; otherwise the local model, when the app
+was given a local engine (create_app makes one unless ``local_model = "off"``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,18 @@ import fnmatch
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..errors import UpstreamUnavailable
 from .client import Limits, Transport, UpstreamClient
-from .dialects import Dialect, dialect_for
+from .dialects import Dialect, dialect_for, local_dialect
 from .resilience import Breaker, RetryPolicy
+
+if TYPE_CHECKING:
+    from ..local import Engine
+
+LOCAL_BASE_URL = "http://guardrail-local/v1"  # never resolved: the in-process transport answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,7 @@ class Router:
         *,
         transport: Transport | None = None,
         env: Mapping[str, str] | None = None,
+        engine: Engine | None = None,
     ) -> None:
         env = os.environ if env is None else env
         limits = Limits(
@@ -85,6 +96,21 @@ class Router:
                 dialect_for(settings.upstream_dialect),
                 settings.upstream_api_key,
             )
+        elif engine is not None:
+            from .inprocess import InProcessTransport
+
+            local = UpstreamClient(
+                LOCAL_BASE_URL,
+                timeout=settings.upstream_timeout,
+                limits=limits,
+                transport=InProcessTransport(engine),
+                # No retries and no breaker: the local queue's 429 carries its own Retry-After
+                # for the client, and there is no other replica to fail over to.
+                retry=RetryPolicy(0),
+                breaker=Breaker(0, 0.0),
+            )
+            clients[LOCAL_BASE_URL] = local
+            self.default = Upstream(local, local_dialect(engine.relaxed), None)
 
     def upstream_for(self, model: str | None) -> Upstream:
         for pattern, upstream in self.routes:
@@ -92,8 +118,9 @@ class Router:
                 return upstream
         if self.default is None:
             raise UpstreamUnavailable(
-                f"no upstream serves model {model!r}: set GUARDRAIL_UPSTREAM or add a "
-                "[[routes]] entry to guardrail.toml"
+                f"no upstream serves model {model!r}: set GUARDRAIL_UPSTREAM, add a "
+                "[[routes]] entry to guardrail.toml or turn the local model on "
+                "(GUARDRAIL_LOCAL_MODEL is off)"
             )
         return self.default
 
