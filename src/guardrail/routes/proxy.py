@@ -96,7 +96,7 @@ class ProxyAPI:
         trace: Trace | None,
     ) -> None:
         if self.recorder is not None:
-            request_id = getattr(request.state, "request_id", "")
+            request_id = request.scope.get("state", {}).get("request_id", "")
             seconds = time.perf_counter() - started
             self.recorder.record(request_record(request_id, ref, _model(body), seconds, trace))
 
