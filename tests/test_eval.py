@@ -675,3 +675,42 @@ def test_example_spec_runs_as_written(tmp_path: Path, capsys: pytest.CaptureFixt
         for schema in ("ticket", "invoice", "event", "review")
         for target in ("smollm2-135m", "gemma3-270m")
     }
+
+
+def test_replay_from_samples_counts_what_the_new_version_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from guardrail.registry import open_store
+    from guardrail.stats.model import Sample
+
+    url = f"sqlite:///{tmp_path}/stats.db"
+    failing = ['{"name": "Ada", "age": 200}', '{"name": "Bo", "age": 30, "pet": "cat"}', "no JSON"]
+
+    async def seed() -> None:
+        store = open_store(url)
+        await store.open()
+        samples = [
+            Sample(1.0, f"r{i}", "person", "1", "m", "failed", 3, (), output, "off")
+            for i, output in enumerate(failing)
+        ]
+        samples.append(Sample(1.0, "hashed", "person", "1", "m", "failed", 3, (), None, "hash"))
+        await store.add_samples(samples, keep=100)  # type: ignore[attr-defined]
+        await store.close()
+
+    asyncio.run(seed())
+
+    def relax(schema: dict[str, Any]) -> None:  # ages to 250, extra properties allowed
+        schema["properties"]["age"]["maximum"] = 250
+        schema.pop("additionalProperties")
+
+    new = schema_file(tmp_path, "person.json", relax)
+    code, stdout, _ = eval_cli(
+        capsys, "--replay-from-samples", "--schema", str(new), "--database-url", url
+    )
+    assert code == 0  # samples are reported on, not gated
+    assert "would accept 2 of 3 failure samples" in stdout and "1 still fail" in stdout
+    code, _, err = eval_cli(
+        capsys, "--replay-from-samples", "--schema", str(new), "--name", "ticket",
+        "--database-url", url,
+    )  # fmt: skip
+    assert code == 2 and "no failure samples of schema 'ticket'" in err

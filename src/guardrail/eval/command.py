@@ -30,8 +30,8 @@ from .replay import ReplayReport, from_rows, from_samples, replay
 from .results import Row, read_rows
 from .spec import SpecError, Stage, is_schema_file, load_spec
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -191,7 +191,7 @@ def _summary(metrics: Sequence[GroupMetrics]) -> None:
             f"{m.p50_latency:.2f}",
             str(m.errors),
         )
-    out.print(table)
+    out.print(table, width=None if out.is_terminal else 160)  # a log or CI: no squeezing
 
 
 # -- report -----------------------------------------------------------------------------------
