@@ -10,7 +10,10 @@ one with stats on (the default) and one with GUARDRAIL_STATS=false, in alternati
 median round counts, so a noisy neighbour hits both alike). Target: stats cost <= 5% of
 throughput, judged as the in-process cost of stats per request against a request's server CPU.
 
-    .venv/bin/python bench/overhead.py [--requests 2000] [--rounds 3]
+    .venv/bin/python bench/overhead.py [--requests 2000] [--rounds 3] [--same]
+
+``--same`` starts the "stats off" server with stats on too: the on/off table then shows what
+two identical servers differ by on this machine.
 """
 
 from __future__ import annotations
@@ -104,6 +107,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--same", action="store_true", help="both servers with stats on: the table's own noise"
+    )
     args = parser.parse_args()
     upstream_port, guardrail_port, quiet_port = free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
@@ -130,7 +136,10 @@ def main() -> int:
         running(fake, upstream + "/models"),
         running(serve, guardrail + "/healthz", cwd=workdir, env=env) as on_pid,
         running(
-            serve_quiet, quiet + "/healthz", cwd=quiet_dir, env={**env, "GUARDRAIL_STATS": "false"}
+            serve_quiet,
+            quiet + "/healthz",
+            cwd=quiet_dir,
+            env={**env, "GUARDRAIL_STATS": str(args.same).lower()},
         ) as off_pid,
     ):
         check = httpx.post(
