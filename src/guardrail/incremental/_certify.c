@@ -85,7 +85,7 @@ typedef struct {
     Frame stack[MAX_DEPTH];
     int depth;
     /* the string being read */
-    int is_key, esc;
+    int is_key, esc, esc_low; /* esc: 1 after '\\', 2-5 after "\\u" and 0-3 hex digits */
     Py_ssize_t length, max_len;
     Choice *choices;
     Py_ssize_t n_choices;
@@ -662,18 +662,30 @@ static int scan(Core *c, PyObject *text) {
             return HAND_OVER;
         }
         case S_STRING: {
-            if (c->esc) { /* only in strings nothing checks: the escape's syntax alone */
+            if (c->esc) { /* in strings whose text nothing checks: syntax, and the length */
+                int counted = -1; /* the escape's length once complete */
                 if (c->esc == 1) {
                     if (ch == 'u') c->esc = 2;
                     else if (ch == '"' || ch == '\\' || ch == '/' || ch == 'b' || ch == 'f' ||
                              ch == 'n' || ch == 'r' || ch == 't')
-                        c->esc = 0;
+                        counted = 1;
                     else return HAND_OVER;
                 } else {
                     int hex = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
                               (ch >= 'A' && ch <= 'F');
                     if (!hex) return HAND_OVER;
-                    c->esc = c->esc == 5 ? 0 : c->esc + 1;
+                    /* As Python's _escaped: a \uDC00-\uDFFF escape ends a surrogate pair,
+                     * one character with the escape before it, so it adds nothing. */
+                    if (c->esc == 2) c->esc_low = ch == 'd' || ch == 'D';
+                    else if (c->esc == 3)
+                        c->esc_low = c->esc_low && ((ch >= 'c' && ch <= 'f') || (ch >= 'C' && ch <= 'F'));
+                    if (c->esc == 5) counted = c->esc_low ? 0 : 1;
+                    else c->esc++;
+                }
+                if (counted >= 0) {
+                    c->esc = 0;
+                    c->length += counted;
+                    if (c->max_len >= 0 && c->length > c->max_len) return HAND_OVER;
                 }
                 i++;
                 break;
@@ -708,7 +720,7 @@ static int scan(Core *c, PyObject *text) {
             if (d == '"') {
                 i++;
                 if (string_done(c, c->offset + i) != OK) return HAND_OVER;
-            } else if (d == '\\' && !c->accumulate && c->max_len < 0) {
+            } else if (d == '\\' && !c->accumulate) {
                 c->esc = 1;
                 i++;
             } else {
