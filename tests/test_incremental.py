@@ -662,6 +662,8 @@ INVOICE = {
                     "tags": {"type": "array", "items": {"type": "string"}},
                     "paid": {"type": "boolean"},
                     "note": {"type": ["string", "null"]},
+                    "rating": {"enum": [1, 2.5, "n/a"]},
+                    "checked": {"const": True},
                 },
                 "required": ["qty", "price"],
                 "additionalProperties": False,
@@ -675,10 +677,11 @@ INVOICE = {
 @pytest.mark.skipif(not ACCELERATED, reason="the C certifier is not built")
 @pytest.mark.parametrize("step", [1, 3, 20, 10_000])
 def test_the_certifier_reads_plain_answers_alone(step: int) -> None:
-    """A conforming answer of the usual shapes (nested objects, arrays, enums, bounds, integers,
-    literals, escapes in strings without enums) never needs the Python checker, however it is
-    cut."""
+    """A conforming answer of the usual shapes (nested objects, arrays, enums of strings, numbers
+    and literals, bounds, integers, escapes in strings without enums) never needs the Python
+    checker, however it is cut."""
     line = {"qty": 1, "price": 0.5, "tags": ["a", "b\\n"], "paid": True, "note": None}
+    line |= {"rating": 2.5, "checked": True}
     text = orjson.dumps({"number": "INV-1", "currency": "EUR", "lines": [line] * 30}).decode()
     text = text.replace(",", ", ").replace('"b\\\\n"', '"b\\n\\u00e9"')
     text = text.replace('"INV-1"', '"INV\\n\\ud83d\\ude00-1"')  # escapes in a maxLength string
@@ -705,6 +708,8 @@ def test_the_certifier_reads_plain_answers_alone(step: int) -> None:
         ('{"number": "INV-1", "lines": [{"cost": 1', "/lines/0", "additionalProperties"),
         ('{"number": "INV-1234567890123456789"', "/number", "maxLength"),
         ('{"number": 7', "/number", "type"),
+        ('{"number": "INV-1", "lines": [{"rating": 2,', "/lines/0/rating", "enum"),
+        ('{"number": "INV-1", "lines": [{"checked": false', "/lines/0/checked", "const"),
     ],
 )
 def test_the_certifier_hands_violations_to_python(text: str, path: str, keyword: str) -> None:

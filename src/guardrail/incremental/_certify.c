@@ -34,12 +34,20 @@ typedef struct {
 } Choice;
 
 typedef struct {
+    double *numbers; /* the floats of the numbers allowed */
+    Py_ssize_t n_numbers;
+    int literals; /* 1 true, 2 false, 4 null */
+} Scalars;
+
+typedef struct {
     int reject;                 /* K_* bits of the kinds refused at their first character */
     Py_ssize_t max_items;       /* -1: none */
     Py_ssize_t str_max;         /* maxLength of a string value, -1: none */
     Py_ssize_t key_max;         /* maxLength of a property name, -1: none */
     Py_ssize_t prefix_len;      /* items with their own view */
-    int integer, scalars, max_props, key_refused;
+    int integer, max_props, key_refused;
+    Py_ssize_t n_scalars; /* enum/const entries: a scalar must be in each */
+    Scalars *scalars;
     int nbounds;
     int op[MAX_BOUNDS];         /* 0 minimum, 1 exclusiveMinimum, 2 maximum, 3 exclusiveMaximum */
     double limit[MAX_BOUNDS];
@@ -113,12 +121,40 @@ static void free_choices(Choice *ch, Py_ssize_t n) {
     PyMem_Free(ch);
 }
 
-static void info_free(PyObject *capsule) {
-    Info *info = PyCapsule_GetPointer(capsule, CAPSULE);
-    if (info == NULL) return;
+static void free_info(Info *info) {
     free_choices(info->str_ch, info->n_str_ch);
     free_choices(info->key_ch, info->n_key_ch);
+    for (Py_ssize_t i = 0; i < info->n_scalars; i++) PyMem_Free(info->scalars[i].numbers);
+    PyMem_Free(info->scalars);
     PyMem_Free(info);
+}
+
+static void info_free(PyObject *capsule) {
+    Info *info = PyCapsule_GetPointer(capsule, CAPSULE);
+    if (info != NULL) free_info(info);
+}
+
+/* A tuple of (numbers as floats, literal bits) into Scalars structs. */
+static int parse_scalars(PyObject *items, Info *info) {
+    if (!PyTuple_Check(items)) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    info->scalars = PyMem_Calloc(n ? n : 1, sizeof(Scalars));
+    if (info->scalars == NULL) return -1;
+    info->n_scalars = n;
+    for (Py_ssize_t i = 0; i < info->n_scalars; i++) {
+        PyObject *entry = PyTuple_GET_ITEM(items, i);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) return -1;
+        PyObject *numbers = PyTuple_GET_ITEM(entry, 0);
+        if (!PyTuple_Check(numbers)) return -1;
+        Scalars *sc = &info->scalars[i];
+        sc->n_numbers = PyTuple_GET_SIZE(numbers);
+        sc->numbers = PyMem_Calloc(sc->n_numbers ? sc->n_numbers : 1, sizeof(double));
+        if (sc->numbers == NULL) return -1;
+        for (Py_ssize_t k = 0; k < sc->n_numbers; k++)
+            sc->numbers[k] = PyFloat_AsDouble(PyTuple_GET_ITEM(numbers, k));
+        sc->literals = (int)PyLong_AsLong(PyTuple_GET_ITEM(entry, 1));
+    }
+    return PyErr_Occurred() ? -1 : 0;
 }
 
 static Py_ssize_t as_size(PyObject *tuple, Py_ssize_t at) {
@@ -155,7 +191,7 @@ static Info *parse_info(PyObject *s) {
     info->max_items = as_size(s, 1);
     info->str_max = as_size(s, 2);
     info->integer = PyObject_IsTrue(PyTuple_GET_ITEM(s, 4));
-    info->scalars = PyObject_IsTrue(PyTuple_GET_ITEM(s, 5));
+
     info->max_props = PyObject_IsTrue(PyTuple_GET_ITEM(s, 7));
     info->key_refused = PyObject_IsTrue(PyTuple_GET_ITEM(s, 8));
     info->key_max = as_size(s, 9);
@@ -172,12 +208,11 @@ static Info *parse_info(PyObject *s) {
             info->limit[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(b, 1));
         }
     }
-    if (bad || parse_choices(PyTuple_GET_ITEM(s, 3), &info->str_ch, &info->n_str_ch) < 0 ||
+    if (bad || parse_scalars(PyTuple_GET_ITEM(s, 5), info) < 0 ||
+        parse_choices(PyTuple_GET_ITEM(s, 3), &info->str_ch, &info->n_str_ch) < 0 ||
         parse_choices(PyTuple_GET_ITEM(s, 10), &info->key_ch, &info->n_key_ch) < 0 ||
         PyErr_Occurred()) {
-        free_choices(info->str_ch, info->n_str_ch);
-        free_choices(info->key_ch, info->n_key_ch);
-        PyMem_Free(info);
+        free_info(info);
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a malformed view summary");
         return NULL;
     }
@@ -503,8 +538,8 @@ static int number_done(Core *c) {
     Info *info = c->value_info;
     c->ntok[c->nlen] = '\0';
     int has_exp = strpbrk(c->ntok, "eE") != NULL;
-    int numeric = info->integer || info->nbounds || info->scalars;
-    if (has_exp || info->scalars || info->nbounds < 0) return HAND_OVER;
+    int numeric = info->integer || info->nbounds || info->n_scalars;
+    if (has_exp || info->nbounds < 0) return HAND_OVER;
     if (!numeric) return OK;
     if (c->nlen > 15) return HAND_OVER;
     double v = strtod(c->ntok, NULL);
@@ -521,6 +556,12 @@ static int number_done(Core *c) {
         default: beyond = v >= limit; break;
         }
         if (beyond) return HAND_OVER;
+    }
+    for (Py_ssize_t k = 0; k < info->n_scalars; k++) { /* each enum/const: v among its numbers */
+        Scalars *sc = &info->scalars[k];
+        Py_ssize_t at = 0;
+        while (at < sc->n_numbers && sc->numbers[at] != v) at++;
+        if (at == sc->n_numbers) return HAND_OVER;
     }
     return OK;
 }
@@ -752,7 +793,10 @@ static int scan(Core *c, PyObject *text) {
                 c->word_at++;
             }
             if (word[c->word_at] == '\0') {
-                if (c->value_info->scalars) return HAND_OVER;
+                int bit = word[0] == 't' ? 1 : word[0] == 'f' ? 2 : 4;
+                Info *info = c->value_info;
+                for (Py_ssize_t k = 0; k < info->n_scalars; k++)
+                    if (!(info->scalars[k].literals & bit)) return HAND_OVER;
                 end_value(c, c->offset + i);
             }
             break;

@@ -339,10 +339,10 @@ class View:
 
     def summary(self) -> tuple[Any, ...]:
         """This view as plain values, for the C certifier (``_certify.c`` reads them in order):
-        refused kinds as bits, maxItems, a string's maxLength and choices, integer-only, any
-        enum/const of scalars, bounds as (operator, float limit), maxProperties set, property
-        names refused, their maxLength and choices, the length of the item prefix. Absent limits
-        are -1."""
+        refused kinds as bits, maxItems, a string's maxLength and choices, integer-only, each
+        enum/const's scalars (numbers as floats, true/false/null as bits 1/2/4), bounds as
+        (operator, float limit), maxProperties set, property names refused, their maxLength and
+        choices, the length of the item prefix. Absent limits are -1."""
         strings = self.strings
         key_rules: StringRules | None = None
         key_refused = False
@@ -359,7 +359,7 @@ class View:
             -1 if strings is None else _limit(strings.max_length),
             _choice_tuples(strings),
             self.integer,
-            bool(self.scalars),
+            _scalar_tuples(self.scalars),
             tuple(bounds),
             self.max_properties is not None,
             key_refused,
@@ -445,6 +445,28 @@ _BOUND_OPS: Final = {"minimum": 0, "exclusiveMinimum": 1, "maximum": 2, "exclusi
 def _limit(value: int | None) -> int:
     """A limit as the certifier's machine integer: -1 for none, huge ones clipped (unreachable)."""
     return -1 if value is None else min(value, 2**62)
+
+
+_LITERAL_BITS: Final = {True: 1, False: 2, None: 4}
+
+
+def _scalar_tuples(
+    scalars: tuple[tuple[str, frozenset[Any]], ...],
+) -> tuple[tuple[tuple[float, ...], int], ...]:
+    """Each enum/const's allowed scalars as (numbers as floats, literal bits): a number passes
+    when its float is among them, as the float identity in ``scalar_keys`` does."""
+    out = []
+    for _, allowed in scalars:
+        numbers: list[float] = []
+        bits = 0
+        for kind, value in allowed:
+            if kind == "literal":
+                bits |= _LITERAL_BITS[value]
+            else:
+                with contextlib.suppress(OverflowError):
+                    numbers.append(float(value))
+        out.append((tuple(sorted(set(numbers))), bits))
+    return tuple(out)
 
 
 def _choice_tuples(
