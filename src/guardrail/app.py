@@ -16,6 +16,7 @@ from .pipeline import Pipeline
 from .registry import Registry, StatsStore, Store, open_store
 from .routes.admin import AdminAPI
 from .routes.http import (
+    BodyDeadline,
     ClientDisconnected,
     RequestIdMiddleware,
     client_disconnected,
@@ -100,7 +101,10 @@ def create_app(
             *OpsAPI(store, {"local_model": engine.readiness} if engine else {}).routes,
             *StatsAPI(recorder, stats_store).routes,
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodyDeadline, seconds=settings.client_body_timeout),
+        ],
         exception_handlers={
             GuardrailError: guardrail_error,
             ClientDisconnected: client_disconnected,

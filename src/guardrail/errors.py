@@ -13,6 +13,7 @@ and ``body()`` the JSON body ``{"error": {"type": "guardrail_error", "code", "me
     ├── Forbidden                  403 forbidden
     ├── NotFound                   404 not_found
     │   └── SchemaNotFound         404 schema_not_found
+    ├── RequestTimeout             408 request_timeout
     ├── IncompatibleSchema         409 incompatible_schema   (+ "reasons")
     ├── PayloadTooLarge            413 payload_too_large
     ├── SchemaValidationFailed     422 schema_validation_failed (+ errors, attempts, last_output)
@@ -96,6 +97,13 @@ class NotFound(GuardrailError):
 
 class SchemaNotFound(NotFound):
     code = "schema_not_found"
+
+
+class RequestTimeout(GuardrailError):
+    """The client took longer than GUARDRAIL_CLIENT_BODY_TIMEOUT to send its request body."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class IncompatibleSchema(GuardrailError):

@@ -8,8 +8,10 @@ canary) stands where they point and must see no connection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -437,3 +439,46 @@ def test_output_mimicking_guardrails_error_is_just_content(url: str) -> None:
     error = assert_error(refused, 422, "schema_validation_failed")
     assert error["last_output"] == MIMIC and error["attempts"] == 1
     assert PERSON_OK not in refused.text
+
+
+def complete(answer: bytes) -> bool:
+    """Whether ``answer`` holds a whole HTTP response (headers and Content-Length body)."""
+    head, found, body = answer.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return bool(found) and len(body) >= int(line.split(b":")[1])
+    return False
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/chat/completions", "/guardrail/schemas/x/versions"])
+def test_slow_loris_client_gets_408(tmp_path: Any, recorder: Recorder, endpoint: str) -> None:
+    """A client trickling its request body (1 byte per 0.2 s) is answered 408 in the
+    contract's shape once GUARDRAIL_CLIENT_BODY_TIMEOUT passes, and the server stays healthy."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/g.db",
+        schemas_dir=EXAMPLE_SCHEMAS,
+        upstream="http://127.0.0.1:9/v1",
+        client_body_timeout=1,
+    )
+    with serve(settings) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock, Stopwatch() as w:
+            sock.sendall(
+                f"POST {endpoint} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                "content-length: 1000\r\n\r\n".encode()
+            )
+            sock.settimeout(0.2)  # the trickle's pace: one byte per wait for an answer
+            answer = b""
+            for _ in range(100):  # 20 s of trickle at most
+                with contextlib.suppress(OSError):  # the server may stop reading once it answered
+                    sock.sendall(b" ")
+                with contextlib.suppress(TimeoutError):
+                    answer += sock.recv(65536)
+                if complete(answer):
+                    break
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b'"code":"request_timeout"' in body
+        assert w.seconds < 5
+        assert httpx.get(f"{base}/healthz").status_code == 200
+    recorder.add(f"slow-loris client body -> {endpoint}", 408, w.seconds, note="request_timeout")

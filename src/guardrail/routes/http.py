@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import GuardrailError, MalformedJSON, PayloadTooLarge
+from ..errors import GuardrailError, MalformedJSON, PayloadTooLarge, RequestTimeout
 
 log = logging.getLogger("guardrail.http")
 T = TypeVar("T")
@@ -161,6 +162,41 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class BodyDeadline:
+    """Bounds the time a client takes to send its request body (a slow-loris client trickling
+    it byte by byte would otherwise hold its connection and task forever): past ``seconds``
+    from the start of the request, reading the body raises ``RequestTimeout`` (408). Once the
+    body is complete, later receives (the disconnect watch) are not bounded."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = time.monotonic() + self.seconds
+        complete = False
+
+        async def bounded() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {self.seconds:g} s "
+                    "(GUARDRAIL_CLIENT_BODY_TIMEOUT)"
+                ) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, bounded, send)
 
 
 class RequestIdMiddleware:
