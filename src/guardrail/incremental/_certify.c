@@ -3,7 +3,8 @@
  * It follows the same grammar and asks the same views as checker.py, but it never reports a
  * violation itself. It only certifies pieces: "the Python checker, fed the pieces so far, would
  * report nothing". On anything it is not sure of (a possible violation, a syntax error, an escape
- * in a checked string, a fence, a schema feature it doesn't follow) it hands over: the Python
+ * in a property name or an enum string, a fence, a number with an exponent, a schema feature it
+ * doesn't follow: maxProperties, a root scalar, ...) it hands over: the Python
  * checker replays every piece fed so far and carries on alone, so messages, paths and the byte a
  * violation is found at are the Python checker's by construction. Soundness is the one promise
  * this file makes: it may hand over needlessly, never certify what Python would refuse.
@@ -48,7 +49,7 @@ typedef struct {
     int integer, max_props, key_refused;
     Py_ssize_t n_scalars; /* enum/const entries: a scalar must be in each */
     Scalars *scalars;
-    int nbounds;
+    int nbounds;                /* -1: more than MAX_BOUNDS, numbers here go to Python */
     int op[MAX_BOUNDS];         /* 0 minimum, 1 exclusiveMinimum, 2 maximum, 3 exclusiveMaximum */
     double limit[MAX_BOUNDS];
     Choice *str_ch;
@@ -108,7 +109,7 @@ typedef struct {
 } Core;
 
 static PyObject *str_fast, *str_summary, *str_children, *str_items, *str_child, *str_item,
-    *str_feed, *str_capsule_name_obj;
+    *str_feed;
 static const char *CAPSULE = "guardrail.incremental.info";
 
 /* -- views ------------------------------------------------------------------------------- */
@@ -984,7 +985,6 @@ PyMODINIT_FUNC PyInit__certify(void) {
     str_child = PyUnicode_InternFromString("child");
     str_item = PyUnicode_InternFromString("item");
     str_feed = PyUnicode_InternFromString("feed");
-    str_capsule_name_obj = NULL;
     if (!str_fast || !str_summary || !str_children || !str_items || !str_child || !str_item ||
         !str_feed)
         return NULL;
