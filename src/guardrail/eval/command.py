@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -125,8 +126,10 @@ def _run(args: argparse.Namespace) -> int:
         conforming += row.conforms
         progress.update(task, advance=1, note=f"{row.target} {row.stage} {row.outcome}")
 
-    # A CI runner cancels with SIGTERM: stop as Ctrl-C does, between whole rows.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # A CI runner cancels with SIGTERM: stop as Ctrl-C does, between whole rows. (Only the main
+    # thread may set handlers; called from another thread, the caller owns signals.)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         try:
             rows = asyncio.run(
