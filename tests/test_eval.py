@@ -777,3 +777,27 @@ def test_replay_from_samples_counts_what_the_new_version_accepts(
         "--database-url", url,
     )  # fmt: skip
     assert code == 2 and "no failure samples of schema 'ticket'" in err
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ('{ local_model = "off" }', "target here is unreachable: no upstream serves model"),
+        (
+            '{ local_model = "/nonexistent/model.gguf" }',
+            "target here: the local model is unavailable",
+        ),
+    ],
+)
+def test_local_target_that_cannot_serve_is_one_line_exit_2(
+    settings: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'schemas_dir = "{SCHEMAS}"\n[[targets]]\nname = "here"\nupstream = "local"\n'
+        f"settings = {settings}\n[[cases]]\nschema = 'person'\nprompt = 'x'\n"
+    )
+    out = tmp_path / "r.jsonl"
+    code, _, err = eval_cli(capsys, "run", str(spec), "--out", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    assert not out.exists()

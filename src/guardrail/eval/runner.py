@@ -27,6 +27,7 @@ import orjson
 from ..check import check
 from ..config import Settings
 from ..errors import GuardrailError
+from ..local import Engine, engine_for
 from ..pipeline import Answer, Pipeline, Policy, Stream, Target
 from ..registry import Registry, Store, open_store
 from ..upstream.client import Transport
@@ -79,8 +80,14 @@ class Harness:
         self.store = store or open_store(spec.database_url)
         self.registry = Registry(self.store, limits=self.limits)
         self.pipelines: dict[str, Pipeline] = {}
+        # ``local`` targets: the in-process model, made as ``guardrail serve`` makes it.
+        self.engines: dict[str, Engine] = {}
         for target in spec.targets:
-            router = Router(target_settings(spec, target), transport=transport)
+            settings = target_settings(spec, target)
+            engine = engine_for(settings) if target.is_local else None
+            if engine is not None:
+                self.engines[target.name] = engine
+            router = Router(settings, transport=transport, engine=engine)
             self.pipelines[target.name] = Pipeline(
                 self.registry,
                 router,
@@ -90,6 +97,8 @@ class Harness:
             )
 
     async def __aenter__(self) -> Harness:
+        for engine in self.engines.values():
+            engine.start()  # loads on its own thread while the registry opens
         await self.store.open()
         await self.registry.load_dir(self.spec.schemas_dir)
         return self
@@ -97,6 +106,8 @@ class Harness:
     async def __aexit__(self, *exc: Any) -> None:
         for pipeline in self.pipelines.values():
             await pipeline.router.aclose()
+        for engine in self.engines.values():
+            engine.close()
         await self.store.close()
 
     # -- checks before any call -------------------------------------------------------------
@@ -139,9 +150,17 @@ class Harness:
         return prepared
 
     async def probe(self) -> None:
-        """Reach every target once (``GET /models``); an unreachable one is a ``SpecError``."""
+        """Reach every target once (``GET /models``; a local model: loaded); an unreachable one is
+        a ``SpecError``."""
         for target in self.spec.targets:
             pipeline = self.pipelines[target.name]
+            engine = self.engines.get(target.name)
+            if engine is not None:
+                ready = await asyncio.to_thread(engine.wait_ready, self.spec.upstream_timeout)
+                if not ready:
+                    why = engine.readiness() or "not ready"
+                    raise SpecError(f"target {target.name}: the local model is unavailable ({why})")
+                continue
             try:
                 upstream = pipeline.router.upstream_for(target.model or None)
                 await upstream.client.request("GET", "/models", upstream.headers({}), b"")
