@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -215,17 +216,21 @@ def _percent(rate: float | None) -> str:
     return "-" if rate is None else f"{rate * 100:.1f}%"
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def stats_table(stats: dict[str, Any]) -> Table:
-    """One row per schema, then the total: what conforms, how, at what cost, and where not."""
-    table = Table(
-        "schema", "requests", "conform", "first try", "repaired", "reasked", "failed",
-        "p50 ms", "p95 ms", "tokens", "top failing path",
-    )  # fmt: skip
+    """One row per schema, then the total: what conforms, how, and at what cost."""
+    table = Table(pad_edge=False, box=box.SIMPLE_HEAD, padding=0)  # fits 80 columns
+    table.add_column("schema", no_wrap=True)
+    for header in ("reqs", "conform", "1st try", "repair", "reask", "failed", "p50 ms", "p95 ms"):
+        table.add_column(header, no_wrap=True, justify="right")
+    table.add_column("tokens", no_wrap=True, justify="right")
     rows = [*stats["schemas"].items(), ("total", stats)]
     for name, s in rows:
         if name == "total" and len(rows) > 1:
             table.add_section()
-        top = s["failing_paths"][0] if s["failing_paths"] else None
         table.add_row(
             "(unchecked)" if name == "-" else name,
             str(s["total"]),
@@ -234,12 +239,19 @@ def stats_table(stats: dict[str, Any]) -> Table:
             _percent(s["repair_rate"]),
             _percent(s["reask_rate"]),
             str(s["outcomes"]["failed"]),
-            str(s["latency_ms"]["p50"] or "-"),
-            str(s["latency_ms"]["p95"] or "-"),
+            _ms(s["latency_ms"]["p50"]),
+            _ms(s["latency_ms"]["p95"]),
             str(s["tokens"]["total"]),
-            f"{top['path'] or '/'} ({top['count']})" if top else "",
         )
     return table
+
+
+def print_stats(stats: dict[str, Any]) -> None:
+    """The table, then the most frequent failing paths (failed attempts)."""
+    out.print(stats_table(stats))
+    for p in stats["failing_paths"][:5]:
+        keywords = ", ".join(f"{k} {n}" for k, n in p["keywords"].items())
+        out.print(f"  {p['count']:>6}  {p['schema']} {p['path'] or '/'}  ({keywords})")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -259,7 +271,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         else:
             if args.watch:
                 out.clear()
-            out.print(stats_table(reply))
+            print_stats(reply)
         if not args.watch:
             return 0
         time.sleep(args.watch)
