@@ -117,3 +117,8 @@ async def test_samples_keep_the_newest_per_schema_version(stats_store: StatsStor
     ]
     assert len(await stats_store.list_samples("person", limit=2)) == 2
     assert await stats_store.list_samples("ticket") == []
+
+
+async def test_the_backend_is_a_stats_store(stats_store: StatsStore) -> None:
+    # create_app wires stats to the store only when it passes this check
+    assert isinstance(stats_store, StatsStore)
