@@ -22,11 +22,18 @@ SOURCE = Path("src/guardrail/incremental/_certify.c")
 def compile_certifier(root: Path, out_dir: Path) -> Path:
     """Compile ``_certify.c`` into ``out_dir``; the extension module's path."""
     target = out_dir / ("_certify" + str(sysconfig.get_config_var("EXT_SUFFIX")))
-    compiler = shlex.split(str(sysconfig.get_config_var("CC") or "cc"))
     include = sysconfig.get_paths()["include"]
-    command = [*compiler, "-O2", "-shared", "-fPIC", f"-I{include}", str(root / SOURCE)]
-    subprocess.run([*command, "-o", str(target)], check=True, capture_output=True)
-    return target
+    flags = ["-O2", "-shared", "-fPIC", f"-I{include}", str(root / SOURCE), "-o", str(target)]
+    # The compiler Python was built with, else the system's (a distribution's Python may name
+    # a cross compiler that isn't installed).
+    configured = shlex.split(str(sysconfig.get_config_var("CC") or "cc"))
+    for compiler in (configured, ["cc"]):
+        try:
+            subprocess.run([*compiler, *flags], check=True, capture_output=True)
+            return target
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError("no C compiler")
 
 
 class CertifierHook(BuildHookInterface):  # type: ignore[type-arg]
