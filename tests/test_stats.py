@@ -126,6 +126,19 @@ async def test_a_failed_flush_keeps_the_counts(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_the_outage_buffer_is_bounded_oldest_minutes_first(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"))  # never opened: every flush fails
+    recorder = Recorder(store, max_pending=2)
+    for minute in range(4):  # one rollup per minute, two requests each
+        recorder.record(record(minute * 60))
+        recorder.record(record(minute * 60 + 1))
+    await recorder.flush()
+    kept = sorted(r.minute for r in recorder.unflushed())
+    assert kept == [1_800_000_000 // 60 * 60 + 120, 1_800_000_000 // 60 * 60 + 180]
+    assert recorder.dropped == 4
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["truncate", "hash", "off"])
 async def test_samples_are_redacted_before_they_are_stored(tmp_path: Path, mode: str) -> None:
     store = SQLiteStore(str(tmp_path / "s.db"))

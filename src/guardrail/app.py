@@ -71,6 +71,7 @@ def create_app(
             redaction=settings.stats_redaction,
             max_models=settings.stats_max_models,
             max_paths=settings.stats_max_paths,
+            max_pending=settings.stats_max_pending,
             log_requests=settings.log_level in ("debug", "info"),
         )
         if settings.stats

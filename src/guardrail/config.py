@@ -96,6 +96,9 @@ class Settings(BaseModel):
     stats_redaction: Literal["none", "truncate", "hash", "off"] = "truncate"
     stats_max_models: int = Field(20, ge=1)
     stats_max_paths: int = Field(50, ge=1)
+    # Unwritten rollups kept while the store is unreachable (one per minute, schema, version,
+    # model and outcome); past it the oldest minutes are dropped and the loss is logged.
+    stats_max_pending: int = Field(100_000, ge=1)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -120,6 +120,7 @@ class Recorder:
         redaction: Redaction = "truncate",
         max_models: int = 20,
         max_paths: int = 50,
+        max_pending: int = 100_000,
         log_requests: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -132,6 +133,8 @@ class Recorder:
         self.metrics = Metrics()
         self.models = Budget(max_models)
         self.max_paths = max_paths
+        self.max_pending = max_pending
+        self.dropped = 0  # requests whose rollups were dropped while the store was unreachable
         self._paths: dict[str, Budget] = {}
         self._pending: dict[Key, _Pending] = {}
         self._samples: dict[tuple[str, str], deque[Sample]] = {}
@@ -266,6 +269,7 @@ class Recorder:
                 log.warning("stats flush failed, will retry: %s", exc)
                 for key, p in pending.items():
                     self._pending.setdefault(key, _Pending()).add(p)
+                self._bound()
                 for ref, queue in samples.items():  # older than any recorded since: first
                     merged = deque(queue, maxlen=self.samples)
                     merged.extend(self._samples.get(ref, ()))
@@ -276,6 +280,22 @@ class Recorder:
                 await self.store.add_samples(batch, keep=self.samples)
             except Exception as exc:  # samples are for debugging: lose them, not the counts
                 log.warning("stats samples dropped: %s", exc)
+
+    def _bound(self) -> None:
+        """Keep at most ``max_pending`` unwritten rollups while the store is away: the oldest
+        minutes go first, and how many requests they counted is logged and kept in ``dropped``."""
+        excess = len(self._pending) - self.max_pending
+        if excess <= 0:
+            return
+        oldest = sorted(self._pending)[:excess]  # keys start with their minute
+        lost = sum(self._pending.pop(key).count for key in oldest)
+        self.dropped += lost
+        log.error(
+            "stats buffer full (%d rollups): dropped the oldest %d, counting %d requests",
+            self.max_pending,
+            excess,
+            lost,
+        )
 
     async def _loop(self) -> None:
         while True:
