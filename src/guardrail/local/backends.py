@@ -35,6 +35,70 @@ def _words(text: str) -> frozenset[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# Narrowing: what the constraint adds so a small model cannot ramble until max_tokens runs out
+# --------------------------------------------------------------------------------------------
+
+# A 135M model, asked for an invoice, repeats the same line item until max_tokens cuts the JSON;
+# asked for a string, it may never close it. The constraint therefore closes open objects and
+# bounds unbounded strings and arrays. This only narrows: every answer the narrowed constraint
+# admits is valid for the original schema (which guardrail checks anyway).
+MAX_STRING: Final = 100
+MAX_ITEMS: Final = 6
+_MAPS: Final = _words("properties $defs definitions patternProperties dependentSchemas")
+_LISTS: Final = _words("anyOf oneOf allOf prefixItems items")
+_ONE: Final = _words("items additionalProperties not if then else contains propertyNames")
+_OPEN_ENDED: Final = _words("additionalProperties patternProperties unevaluatedProperties")
+_SHAPED: Final = _words("maxLength pattern enum const contentEncoding")
+
+
+def _narrow_node(node: Any, close: bool) -> Any:
+    if not isinstance(node, dict):
+        return node
+    out: JSON = {}
+    for key, value in node.items():
+        if key in _MAPS and isinstance(value, dict):
+            out[key] = {k: _narrow_node(v, close) for k, v in value.items()}
+        elif key in _LISTS and isinstance(value, list):
+            out[key] = [_narrow_node(v, close) for v in value]
+        elif key in _ONE:
+            out[key] = _narrow_node(value, close)
+        else:
+            out[key] = value
+    types = out.get("type")
+    kinds = {types} if isinstance(types, str) else set(types or ())
+    if close and isinstance(out.get("properties"), dict) and not _OPEN_ENDED & out.keys():
+        out["additionalProperties"] = False
+    if kinds == {"string"} and not _SHAPED & out.keys():
+        out["maxLength"] = max(MAX_STRING, out.get("minLength", 0))
+    if kinds == {"array"} and "maxItems" not in out:
+        out["maxItems"] = max(MAX_ITEMS, out.get("minItems", 0))
+    return out
+
+
+def _merges_objects(node: Any) -> bool:
+    """Does any subschema combine object descriptions (where closing one part would reject
+    what another part allows)?"""
+    if isinstance(node, list):
+        return any(_merges_objects(v) for v in node)
+    if not isinstance(node, dict):
+        return False
+    if _MERGING & node.keys() or ("$ref" in node and "properties" in node):
+        return True
+    return any(_merges_objects(v) for v in node.values() if isinstance(v, dict | list))
+
+
+_MERGING: Final = _words("allOf not if dependentSchemas unevaluatedProperties")
+
+
+def narrow(schema: JSON) -> JSON:
+    """``schema`` as the constraint uses it: open objects closed (unless the schema merges
+    object descriptions: ``allOf``, ``$ref`` beside ``properties``, conditionals), strings and
+    arrays without bounds bounded."""
+    narrowed: JSON = _narrow_node(schema, not _merges_objects(schema))
+    return narrowed
+
+
+# --------------------------------------------------------------------------------------------
 # llguidance: lenient mode ignores what it does not implement and says so in its warnings.
 # --------------------------------------------------------------------------------------------
 
@@ -67,7 +131,7 @@ def _llguidance_check(schema: JSON) -> Support:
 
 def _llguidance_schema(schema: JSON) -> JSON:
     # outlines passes the schema to llguidance as is; x-guidance carries the compile options.
-    return {**schema, "x-guidance": LLGUIDANCE_OPTIONS}
+    return {**narrow(schema), "x-guidance": LLGUIDANCE_OPTIONS}
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,10 +200,10 @@ BACKENDS: Final[dict[str, Backend]] = {
         "outlines-core",
         "outlines_core",
         _outlines_core_check,
-        lambda schema: schema,
+        narrow,
         OUTLINES_CORE_WHITESPACE,
     ),
-    "xgrammar": Backend("xgrammar", "xgrammar", _xgrammar_check, lambda schema: schema, None),
+    "xgrammar": Backend("xgrammar", "xgrammar", _xgrammar_check, narrow, None),
 }
 DEFAULT_BACKEND: Final = "llguidance"
 

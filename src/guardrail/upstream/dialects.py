@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, Protocol
 import orjson
 
 from ..portability import OPENAI_STRICT_UNSUPPORTED, keywords_used
-from .grammar import lower_for_grammar
+from .grammar import FORMAT_PATTERNS, lower_for_grammar
 
 JSON = dict[str, Any]
 CHAT: Final = "/chat/completions"
@@ -329,14 +329,30 @@ def _default_backend_relaxed(schema: JSON, fingerprint: str) -> tuple[str, ...]:
         return ALL
 
 
+def _format_patterns(node: Any) -> Any:
+    """Email and URI formats as grammar.py's bounded patterns: the backends' own email rules let
+    a small model write an address that never ends (every address the pattern admits passes
+    guardrail's format check)."""
+    if isinstance(node, list):
+        return [_format_patterns(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _format_patterns(v) for k, v in node.items()}
+    form = node.get("format")
+    if isinstance(form, str) and form in FORMAT_PATTERNS and "pattern" not in node:
+        del out["format"]
+        out["pattern"] = FORMAT_PATTERNS[form]
+    return out
+
+
 def local_dialect(relaxed_for: RelaxedFor = _default_backend_relaxed) -> Dialect:
     """The local engine's dialect: the schema as ``response_format`` json_schema, compiled into a
     token-level constraint; relaxed = what the engine's backend reports it cannot enforce
     (``*`` when it cannot compile the schema and generates from the prompt instead)."""
 
     def fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set[str]]:
-        spec = {"name": constraint.name, "schema": schema}
         relaxed = set(relaxed_for(schema, constraint.fingerprint))
+        spec = {"name": constraint.name, "schema": _format_patterns(schema)}
         return {"response_format": {"type": "json_schema", "json_schema": spec}}, relaxed
 
     return _openai_compatible("local", _chat_dialect(fields))
