@@ -801,3 +801,13 @@ def test_local_target_that_cannot_serve_is_one_line_exit_2(
     code, _, err = eval_cli(capsys, "run", str(spec), "--out", str(out))
     assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
     assert not out.exists()
+
+
+def test_report_merges_shards_by_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(row("valid", key="k1").line() + row("error", key="k2", error="x").line())
+    second.write_bytes(row("failed", key="k2").line() + row("valid", key="k3").line())
+    code, stdout, _ = eval_cli(capsys, "report", str(first), str(second))
+    assert code == 0 and "a.html" in stdout
+    markdown = first.with_suffix(".md").read_text()
+    assert "3 calls" in markdown and "| t | guardrail | 3 | 66.7% |" in markdown

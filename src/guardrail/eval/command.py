@@ -28,7 +28,7 @@ from . import report, runner
 from .gate import Thresholds, gate, load_thresholds, uniform
 from .metrics import GroupMetrics, group_metrics
 from .replay import ReplayReport, from_rows, from_samples, replay
-from .results import Row, read_rows
+from .results import Row, merge_rows, read_rows
 from .spec import SpecError, Stage, is_schema_file, load_spec
 
 out = Console(highlight=False, soft_wrap=True)
@@ -61,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     run.set_defaults(run=cmd_run)
 
     rep = ev_sub.add_parser("report", help="HTML and Markdown report of RESULTS")
-    rep.add_argument("results", type=Path)
+    rep.add_argument("results", type=Path, nargs="+", help="one or more results files (shards)")
     rep.add_argument("--html", type=Path)
     rep.add_argument("--md", type=Path)
     rep.add_argument("--title", default="guardrail eval")
@@ -201,11 +201,12 @@ def _summary(metrics: Sequence[GroupMetrics]) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    rows = read_rows(args.results)
+    rows = merge_rows(read_rows(path) for path in args.results)
+    first: Path = args.results[0]
     if not rows:
-        raise SpecError(f"{args.results} holds no result rows")
-    html = args.html or args.results.with_suffix(".html")
-    md = args.md or args.results.with_suffix(".md")
+        raise SpecError(f"{first} holds no result rows")
+    html = args.html or first.with_suffix(".html")
+    md = args.md or first.with_suffix(".md")
     metrics = group_metrics(rows)
     report.write_atomic(html, report.html(metrics, rows, title=args.title))
     report.write_atomic(md, report.markdown(metrics, rows, title=args.title))

@@ -83,6 +83,18 @@ def read_rows(path: Path) -> list[Row]:
     return list(rows.values())
 
 
+def merge_rows(shards: Iterable[Iterable[Row]]) -> list[Row]:
+    """Rows of several results files (runs split across machines or servers), one per key: a
+    row that got an answer wins over one that errored; otherwise the later shard's."""
+    merged: dict[str, Row] = {}
+    for shard in shards:
+        for row in shard:
+            kept = merged.get(row.key)
+            if kept is None or kept.outcome == ERROR or row.outcome != ERROR:
+                merged[row.key] = row
+    return list(merged.values())
+
+
 def done_keys(rows: Iterable[Row]) -> set[str]:
     """Calls that need no rerun: every recorded one except those that errored."""
     return {row.key for row in rows if row.outcome != ERROR}
