@@ -27,6 +27,8 @@ class ServerProcess:
             "GUARDRAIL_HOST": host,
             "GUARDRAIL_PORT": str(self.port),
             "GUARDRAIL_STATS_FLUSH_SECONDS": "0.2",
+            # No upstream configured means the in-process model; these tests never need it.
+            "GUARDRAIL_LOCAL_MODEL": "off",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
