@@ -1,5 +1,5 @@
 """A real headless Chromium (Debian's ``chromium`` package) driven by playwright, for tests of
-HTML pages. Use it with ``from .browser import browser`` (a session fixture). Nothing is
+HTML pages. Use it with ``from .browser import browser`` (a module fixture). Nothing is
 downloaded: playwright launches the system browser. ``scripts/install --browser`` installs it."""
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from playwright.sync_api import Browser, sync_playwright
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium; skipped (outside CI) when Debian's chromium is not installed."""
+    """Headless Chromium; skipped (outside CI) when Debian's chromium is not installed.
+    Module-scoped: playwright's sync API runs an event loop on the calling thread while it is
+    open, and every later test that calls ``asyncio.run`` must find that thread free again."""
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed: scripts/install --browser installs it")
