@@ -116,6 +116,15 @@ def _scope(rows: Sequence[Row]) -> tuple[list[str], list[str], list[str], int]:
     return targets, schemas, stages, cases
 
 
+def coverage(rows: Sequence[Row]) -> str:
+    """Calls and cases per target: shows at a glance when a run is not complete."""
+    parts = []
+    for target in sorted({r.target for r in rows}):
+        mine = [r for r in rows if r.target == target]
+        parts.append(f"{target} {len(mine)} calls ({len({r.case for r in mine})} cases)")
+    return "Per target: " + "; ".join(parts) + "."
+
+
 # -- Markdown -----------------------------------------------------------------------------------
 
 
@@ -129,6 +138,8 @@ def markdown(metrics: Sequence[GroupMetrics], rows: Sequence[Row], *, title: str
         f"({', '.join(schemas)}) × {len(targets)} targets ({', '.join(targets)}) × "
         f"{len(stages)} stages ({', '.join(stages)}). Rates are over answered calls, with 95% "
         "Wilson intervals; tokens and cost per conforming answer count every call's tokens.",
+        "",
+        coverage(rows),
         "",
         "## Which target to pick, per schema",
         "",
@@ -213,6 +224,7 @@ def html(metrics: Sequence[GroupMetrics], rows: Sequence[Row], *, title: str) ->
         f"{len(targets)} targets ({escape(', '.join(targets))}) × {len(stages)} stages "
         f"({escape(', '.join(stages))}). Rates are over answered calls with 95% Wilson "
         "intervals (the whiskers).</p>",
+        f'<p class="scope" id="coverage">{escape(coverage(rows))}</p>',
         '<section id="picks"><h2>Which target to pick, per schema</h2>',
         _html_picks(metrics),
         "</section>",
