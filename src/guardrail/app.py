@@ -16,6 +16,7 @@ from .pipeline import Pipeline
 from .registry import Registry, StatsStore, Store, open_store
 from .routes.admin import AdminAPI
 from .routes.http import (
+    AdminGuard,
     BodyDeadline,
     ClientDisconnected,
     RequestIdMiddleware,
@@ -95,12 +96,13 @@ def create_app(
             await router.aclose()
             await store.close()
 
+    guard = AdminGuard(settings.admin_key, settings.trusted_proxies)
     app = Starlette(
         routes=[
             *proxy.routes,
-            *AdminAPI(registry, settings).routes,
+            *AdminAPI(registry, guard, settings).routes,
             *OpsAPI(store, {"local_model": engine.readiness} if engine else {}).routes,
-            *StatsAPI(recorder, stats_store).routes,
+            *StatsAPI(recorder, stats_store, guard).routes,
         ],
         middleware=[
             Middleware(RequestIdMiddleware),

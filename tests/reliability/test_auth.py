@@ -37,7 +37,7 @@ class AuthCase:
     admin_key: str | None
     trusted: tuple[str, ...]
     who: Who
-    status: int  # for a write; reads are always 200
+    status: int  # for a write or a samples read; other reads are always 200
 
 
 CASES = [
@@ -93,8 +93,10 @@ CASES = [
     ),
 ]
 
-WRITES = [
+# Writes, and failure samples (model output can hold personal data), are guarded alike.
+GUARDED = [
     ("POST", "/guardrail/schemas/{name}/versions", {"schema": {"type": "object"}}, 201),
+    ("GET", "/guardrail/stats/samples?schema={name}", None, 200),
     ("PUT", "/guardrail/schemas/{name}/config", {"max_attempts": 2}, 200),
     ("DELETE", "/guardrail/schemas/{name}", None, 200),
 ]
@@ -127,7 +129,7 @@ def test_admin_writes(tmp_path: Path, case: AuthCase) -> None:
                 headers=owner,
             )
             assert made.status_code == 201
-        for method, path, body, ok in WRITES:
+        for method, path, body, ok in GUARDED:
             response = client.request(method, path.format(name=name), json=body, headers=headers)
             expected = ok if case.status == 201 else case.status
             assert response.status_code == expected, (method, response.text)
@@ -165,7 +167,11 @@ def test_keys_never_leak(
     with ServerProcess(env, log) as server, httpx.Client(base_url=server.url) as client:
         bodies += exercise(client, upstream)
         bodies.append(client.get("/guardrail/stats").text)
-        bodies.append(client.get("/guardrail/stats/samples").text)
+        owner = {"authorization": f"Bearer {ADMIN_KEY}"}
+        for schema in ("person", "ticket", "invoice"):
+            samples = client.get(f"/guardrail/stats/samples?schema={schema}", headers=owner)
+            assert samples.status_code == 200
+            bodies.append(samples.text)
         bodies.append(client.get("/metrics").text)
     printed = log.read_text()
     assert "guardrail on http://" in printed  # the log was captured

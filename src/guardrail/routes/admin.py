@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -13,11 +12,11 @@ from starlette.routing import BaseRoute, Route
 from .. import __version__
 from ..check import check
 from ..config import Settings
-from ..errors import BadRequest, Forbidden, Unauthorized
+from ..errors import BadRequest
 from ..registry import Compatibility, Registry, SchemaConfig
 from ..registry.service import NAME
 from ..validation import Limits, check_schema
-from .http import ORJSONResponse, is_loopback, networks, read_json_object
+from .http import AdminGuard, ORJSONResponse, read_json_object
 from .openapi import admin_spec
 
 M = TypeVar("M", bound=BaseModel)
@@ -63,11 +62,11 @@ def parse(model: type[M], data: dict[str, Any]) -> M:
 
 
 class AdminAPI:
-    def __init__(self, registry: Registry, settings: Settings) -> None:
+    def __init__(self, registry: Registry, guard: AdminGuard, settings: Settings) -> None:
         self.registry = registry
         self.settings = settings
         self.limits = Limits(settings.max_schema_bytes, settings.max_schema_depth)
-        self.trusted = networks(settings.trusted_proxies)
+        self.guard = guard
         self._spec = admin_spec(
             version=__version__,
             name_pattern=NAME.pattern,
@@ -95,23 +94,7 @@ class AdminAPI:
         return ORJSONResponse(self._spec)
 
     def authorize_write(self, request: Request) -> None:
-        """Writes need the admin key when one is set (compared in constant time); otherwise
-        they come from loopback clients only, X-Forwarded-For counting only from a trusted
-        proxy (``GUARDRAIL_TRUSTED_PROXIES``)."""
-        key = self.settings.admin_key
-        if key is None:
-            if not is_loopback(request, self.trusted):
-                raise Forbidden(
-                    "schema writes are accepted from loopback clients only; "
-                    "set GUARDRAIL_ADMIN_KEY to allow remote writes with a bearer key"
-                )
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), key.encode()):
-            raise Unauthorized(
-                "this write needs 'Authorization: Bearer <GUARDRAIL_ADMIN_KEY>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        self.guard.authorize(request, "schema writes")
 
     async def body(self, request: Request) -> dict[str, Any]:
         return await read_json_object(request, self.settings.max_body_bytes)

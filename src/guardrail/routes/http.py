@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import logging
 import re
@@ -18,7 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import GuardrailError, MalformedJSON, PayloadTooLarge, RequestTimeout
+from ..errors import (
+    Forbidden,
+    GuardrailError,
+    MalformedJSON,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthorized,
+)
 
 log = logging.getLogger("guardrail.http")
 T = TypeVar("T")
@@ -135,6 +143,34 @@ def is_loopback(request: Request, trusted: tuple[Network, ...] = ()) -> bool:
         return False
     hops = [_address(h) for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
     return all(hop is not None and hop.is_loopback for hop in hops)
+
+
+class AdminGuard:
+    """Who may do what only an operator should: with an admin key set, a request must carry
+    ``Authorization: Bearer <key>`` (compared in constant time); without one, it must come from
+    a loopback client, X-Forwarded-For counting only from ``GUARDRAIL_TRUSTED_PROXIES``."""
+
+    def __init__(self, admin_key: str | None, trusted_proxies: Iterable[str] = ()) -> None:
+        self._key = admin_key
+        self._trusted = networks(trusted_proxies)
+
+    def authorize(self, request: Request, action: str) -> None:
+        """Raise 401/403 unless the request may ``action`` (e.g. "schema writes")."""
+        if self._key is None:
+            if not is_loopback(request, self._trusted):
+                raise Forbidden(
+                    f"{action} are accepted from loopback clients only; "
+                    "set GUARDRAIL_ADMIN_KEY to allow remote clients with a bearer key"
+                )
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.encode(), self._key.encode()
+        ):
+            raise Unauthorized(
+                f"{action} need 'Authorization: Bearer <GUARDRAIL_ADMIN_KEY>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
 
 def error_response(exc: GuardrailError) -> Response:

@@ -19,7 +19,7 @@ from ..stats.metrics import CONTENT_TYPE
 from ..stats.model import UNCHECKED, RequestRecord, StatsFilter
 from ..stats.recorder import Recorder
 from ..stats.report import report
-from .http import ORJSONResponse
+from .http import AdminGuard, ORJSONResponse
 
 STEPS = {"minute": 60, "hour": 3600, "day": 86400}
 _RELATIVE = re.compile(r"(\d+)([smhd])")
@@ -78,9 +78,12 @@ def parse_time(value: str | None, *, now: float) -> int | None:
 
 
 class StatsAPI:
-    def __init__(self, recorder: Recorder | None, store: StatsStore | None) -> None:
+    def __init__(
+        self, recorder: Recorder | None, store: StatsStore | None, guard: AdminGuard
+    ) -> None:
         self.recorder = recorder
         self.store = store
+        self.guard = guard  # samples hold model output, which may hold personal data
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -126,6 +129,7 @@ class StatsAPI:
         return ORJSONResponse(body)
 
     async def samples(self, request: Request) -> Response:
+        self.guard.authorize(request, "failure samples")
         query = request.query_params
         schema = query.get("schema")
         if not schema:
