@@ -44,6 +44,7 @@ def _words(text: str) -> frozenset[str]:
 # admits is valid for the original schema (which guardrail checks anyway).
 MAX_STRING: Final = 100
 MAX_ITEMS: Final = 6
+MAX_INTEGER: Final = 10**9 - 1  # greedy decoding writes digits forever without a bound
 _MAPS: Final = _words("properties $defs definitions patternProperties dependentSchemas")
 _LISTS: Final = _words("anyOf oneOf allOf prefixItems items")
 _ONE: Final = _words("items additionalProperties not if then else contains propertyNames")
@@ -70,6 +71,12 @@ def _narrow_node(node: Any, close: bool) -> Any:
         out["additionalProperties"] = False
     if kinds == {"string"} and not _SHAPED & out.keys():
         out["maxLength"] = max(MAX_STRING, out.get("minLength", 0))
+    if kinds == {"integer"} and not {"enum", "const"} & out.keys():
+        bounds = {"maximum", "exclusiveMaximum"}
+        if not bounds & out.keys():
+            out["maximum"] = max(MAX_INTEGER, out.get("minimum", 0), out.get("exclusiveMinimum", 0))
+        if not {"minimum", "exclusiveMinimum"} & out.keys():
+            out["minimum"] = min(-MAX_INTEGER, out.get("maximum", 0))
     if kinds == {"array"} and "maxItems" not in out:
         out["maxItems"] = max(MAX_ITEMS, out.get("minItems", 0))
     return out

@@ -171,6 +171,7 @@ class Engine:
         self.compile_seconds: dict[str, float] = {}  # fingerprint -> cold compile time
         self._job_seconds = 5.0  # moving average, for Retry-After
         self.load_seconds = 0.0
+        self.tokens_generated = 0  # over all jobs, cancelled ones included (a cancel test reads it)
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -305,6 +306,7 @@ class Engine:
             except Exception as exc:  # reported to the one request, the worker goes on
                 log.exception("local generation failed")
                 job.post(UpstreamUnavailable(f"the local model failed: {exc}"))
+            self.tokens_generated += job.tokens
             self._job_seconds = 0.8 * self._job_seconds + 0.2 * (time.perf_counter() - start)
 
     def processor(self, schema: JSON, fingerprint: str) -> tuple[Any, float]:
