@@ -117,6 +117,7 @@ def main() -> int:
     parser.add_argument("--target", choices=["llama", "local"], default="llama")
     parser.add_argument("--backends", default="llguidance", help="local: comma-separated")
     parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--texts", type=int, default=5, help="local: texts per schema")
     parser.add_argument("--unconstrained", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     if args.target == "local":
@@ -274,7 +275,7 @@ def local_main(args: argparse.Namespace) -> int:
             for repeat in range(args.repeats):
                 for name, texts in TEXTS.items():
                     schema = schemas[name]
-                    for text in texts:
+                    for text in texts[: args.texts]:
                         for way, constrained in ways:
                             request = GenerationRequest(
                                 tuple(messages(name, schema, text)),
@@ -325,7 +326,7 @@ def local_main(args: argparse.Namespace) -> int:
     print("| way | " + " | ".join(TEXTS) + " |")
     print("|---|" + "---|" * len(TEXTS))
     for way, tally in rows:
-        per = len(TEXTS[next(iter(TEXTS))]) * args.repeats
+        per = min(args.texts, len(TEXTS[next(iter(TEXTS))])) * args.repeats
         print(f"| {way} | " + " | ".join(f"{tally.by_schema[n]}/{per}" for n in TEXTS) + " |")
     return 0
 

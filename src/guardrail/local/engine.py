@@ -198,11 +198,11 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self._model is not None
+        return self._loaded.is_set() and self._model is not None
 
     def readiness(self) -> str | None:
         """None when ready; otherwise why not (for /readyz)."""
-        if self._model is not None:
+        if self.ready:
             return None
         if self.error is not None:
             return f"failed to load: {self.error}"
@@ -231,12 +231,33 @@ class Engine:
             log.error("local model: %s", self.error)
         finally:
             self.load_seconds = time.perf_counter() - start
-            self._loaded.set()
+            if self._model is None:
+                self._loaded.set()
         if self._model is None:
             self._fail_queued()
             return
+        self._warm_up()
         log.info("local model loaded in %.1f s: %s", self.load_seconds, self.describe())
         self._serve()
+
+    def _warm_up(self) -> None:
+        """One token before saying ready: torch's first call and the backend's first matcher
+        cost seconds that the first client should not pay."""
+        from .generate import generate
+
+        assert self._model is not None
+        nobody = asyncio.new_event_loop()
+        nobody.close()  # posting to a closed loop drops the event: nobody reads the warm-up
+        warm = Job(GenerationRequest(({"role": "user", "content": "Hi"},)), nobody)
+        try:
+            generate(
+                self._model, warm, [{"role": "user", "content": "Hi"}], processor=None,
+                max_tokens=1, temperature=0.0, top_p=1.0, seed=0, stop=(),
+            )  # fmt: skip
+        except Exception:  # a model that cannot generate fails its first request instead
+            log.exception("local model warm-up failed")
+        finally:
+            self._loaded.set()
 
     def _fail_queued(self) -> None:
         while True:

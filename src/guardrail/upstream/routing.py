@@ -101,7 +101,8 @@ class Router:
 
             local = UpstreamClient(
                 LOCAL_BASE_URL,
-                timeout=settings.upstream_timeout,
+                # Generating on a CPU is no network wait: the request's own deadline governs.
+                timeout=max(settings.upstream_timeout, settings.request_timeout),
                 limits=limits,
                 transport=InProcessTransport(engine),
                 # No retries and no breaker: the local queue's 429 carries its own Retry-After
