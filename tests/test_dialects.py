@@ -133,6 +133,18 @@ SCHEMA_CASES: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         "/chat/completions",
         ("*",),
     ),
+    (
+        "local",  # relaxed: what llguidance (the default backend) reports it cannot enforce
+        {
+            **REST,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "order", "schema": ORDER},
+            },
+        },
+        "/chat/completions",
+        ("uniqueItems",),
+    ),
 ]
 
 JSON_OBJECT_CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
@@ -168,6 +180,7 @@ JSON_OBJECT_CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
         },
         ("*",),
     ),
+    ("local", {**REST, "response_format": {"type": "json_object"}}, ()),
 ]
 
 
