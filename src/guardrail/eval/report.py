@@ -24,6 +24,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(temp, 0o644)  # mkstemp makes it private; a report is for reading
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
