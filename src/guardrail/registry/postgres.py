@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 
 from ..errors import RegistryUnavailable
-from ..stats.model import Rollup, Sample, StatsFilter
+from ..stats.model import SAMPLE_COLUMNS, Rollup, Sample, StatsFilter
 from . import display_url
 from .compat import Compatibility
 from .migrations import Migration, MigrationState, migrations
@@ -461,24 +461,9 @@ class PostgresStore:
             return
         async with self._connection() as conn, conn.transaction():
             await conn.executemany(
-                f"INSERT INTO stats_samples ({_SAMPLE_COLUMNS}) "
+                f"INSERT INTO stats_samples ({SAMPLE_COLUMNS}) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11)",
-                [
-                    (
-                        s.at,
-                        s.request_id,
-                        s.schema,
-                        s.version,
-                        s.model,
-                        s.outcome,
-                        s.attempts,
-                        orjson.dumps(s.errors).decode(),
-                        s.output,
-                        s.redaction,
-                        s.digest,
-                    )
-                    for s in samples
-                ],
+                [s.row() for s in samples],
             )
             for schema, version in sorted({(s.schema, s.version) for s in samples}):
                 await conn.execute(
@@ -524,10 +509,7 @@ _ROLLUP_COLUMNS = (
     "minute, schema, version, model, outcome, count, attempts, prompt_tokens, "
     "completion_tokens, latency, upstream_latency"
 )
-_SAMPLE_COLUMNS = (
-    "at, request_id, schema, version, model, outcome, attempts, errors, output, redaction, digest"
-)
-_SAMPLE_READ = _SAMPLE_COLUMNS.replace("errors", "errors::text AS errors")
+_SAMPLE_READ = SAMPLE_COLUMNS.replace("errors", "errors::text AS errors")
 # Adding to a row is one statement: the row lock makes concurrent adds from instances exact.
 _ADD_ROLLUP = f"""
 INSERT INTO stats_rollups AS r ({_ROLLUP_COLUMNS})

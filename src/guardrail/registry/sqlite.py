@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import RegistryUnavailable
-from ..stats.model import Rollup, Sample, StatsFilter, from_sparse, merge_histograms, to_sparse
+from ..stats.model import (
+    SAMPLE_COLUMNS,
+    Rollup,
+    Sample,
+    StatsFilter,
+    from_sparse,
+    merge_histograms,
+    to_sparse,
+)
 from .compat import Compatibility
 from .models import NewVersion, SchemaConfig, SchemaVersion
 
@@ -317,24 +325,9 @@ class SQLiteStore:
 
         def add(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                f"INSERT INTO stats_samples ({_SAMPLE_COLUMNS}) "
+                f"INSERT INTO stats_samples ({SAMPLE_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        s.at,
-                        s.request_id,
-                        s.schema,
-                        s.version,
-                        s.model,
-                        s.outcome,
-                        s.attempts,
-                        orjson.dumps(s.errors).decode(),
-                        s.output,
-                        s.redaction,
-                        s.digest,
-                    )
-                    for s in samples
-                ],
+                [s.row() for s in samples],
             )
             for schema, version in {(s.schema, s.version) for s in samples}:
                 conn.execute(
@@ -349,7 +342,7 @@ class SQLiteStore:
     async def list_samples(
         self, schema: str, version: str | None = None, limit: int = 100
     ) -> list[Sample]:
-        sql = f"SELECT {_SAMPLE_COLUMNS} FROM stats_samples WHERE schema = ?"
+        sql = f"SELECT {SAMPLE_COLUMNS} FROM stats_samples WHERE schema = ?"
         params: list[Any] = [schema]
         if version is not None:
             sql += " AND version = ?"
@@ -366,9 +359,6 @@ class SQLiteStore:
 _ROLLUP_COLUMNS = (
     "minute, schema, version, model, outcome, count, attempts, prompt_tokens, "
     "completion_tokens, latency, upstream_latency"
-)
-_SAMPLE_COLUMNS = (
-    "at, request_id, schema, version, model, outcome, attempts, errors, output, redaction, digest"
 )
 
 

@@ -13,6 +13,8 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 FIRST_BOUND = 0.0005  # seconds: the upper bound of bucket 0
 FACTOR = 2**0.25
 BUCKETS = 82  # bucket i holds values <= FIRST_BOUND * FACTOR**i; the last one holds the rest
@@ -148,6 +150,11 @@ class Rollup:
         return (self.minute, self.schema, self.version, self.model, self.outcome)
 
 
+SAMPLE_COLUMNS = (
+    "at, request_id, schema, version, model, outcome, attempts, errors, output, redaction, digest"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One failing output kept for debugging, already redacted."""
@@ -163,6 +170,22 @@ class Sample:
     output: str | None  # None when redaction is "hash" (then ``digest`` is set)
     redaction: str
     digest: str | None = None
+
+    # A store row: the columns of SAMPLE_COLUMNS, in order, errors as JSON text.
+    def row(self) -> tuple[object, ...]:
+        return (
+            self.at,
+            self.request_id,
+            self.schema,
+            self.version,
+            self.model,
+            self.outcome,
+            self.attempts,
+            orjson.dumps(self.errors).decode(),
+            self.output,
+            self.redaction,
+            self.digest,
+        )
 
     def to_json(self) -> dict[str, object]:
         return {
