@@ -32,6 +32,9 @@ import aiohttp
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.fake_upstream import read_request  # noqa: E402
+
 VALID = '{"name": "Ada", "age": 36}'
 ANSWERS = {  # model -> (first answer, answer once guardrail's feedback is in the messages)
     "valid": (VALID, VALID),
@@ -89,12 +92,8 @@ async def upstream_connection(reader: asyncio.StreamReader, writer: asyncio.Stre
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            body = orjson.loads(await reader.readexactly(length)) if length else {}
+            _, raw = await read_request(reader)
+            body = orjson.loads(raw) if raw else {}
             first, corrected = ANSWERS.get(body.get("model", "valid"), ANSWERS["valid"])
             reasked = len(body.get("messages", [])) > 1
             content = corrected if reasked else first

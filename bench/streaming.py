@@ -32,6 +32,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.fake_upstream import read_request  # noqa: E402
 from bench.overhead import free_port, running  # noqa: E402
 from bench.validation import SCHEMA, document  # noqa: E402
 from guardrail.config import Settings  # noqa: E402
@@ -125,13 +126,7 @@ async def fake_upstream(port: int, *, close: bool) -> None:
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                if length:
-                    await reader.readexactly(length)
+                head, _ = await read_request(reader)
                 writer.write(reply if head.startswith(b"POST") else models)
                 await writer.drain()
                 if close:
