@@ -55,6 +55,8 @@ def test_validate_usage_errors_exit_2(tmp_path: Path) -> None:
     broken = run("validate", "--schema", str(not_json), stdin="{}")
     assert broken.returncode == 2 and "not valid JSON" in broken.stderr
     assert run("validate").returncode == 2  # --schema is required
+    no_file = run("validate", "--schema", str(tmp_path / "absent.json"), stdin="{}")
+    assert no_file.returncode == 2 and "no schema file" in no_file.stderr  # not sent to a server
     unreachable = run("validate", "--schema", "person", "--url", "http://127.0.0.1:9", stdin="{}")
     assert unreachable.returncode == 2 and "cannot reach" in unreachable.stderr
 

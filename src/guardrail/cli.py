@@ -192,6 +192,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             result = validate(read_json_file(args.schema), text, repair=repair).to_json()
         except GuardrailError as exc:
             raise UsageError(f"{args.schema}: {exc.message}") from None
+    elif args.schema.endswith(".json") or "/" in args.schema:  # a path, not a name@version
+        raise UsageError(f"no schema file {args.schema}")
     else:
         body = {"schema": args.schema, "output": text, "repair": repair}
         status, result = call("POST", f"{args.url}/guardrail/validate", body)
