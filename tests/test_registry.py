@@ -87,6 +87,30 @@ async def test_two_registries_on_one_database_serialise_writes(database_url: str
     await b.store.close()
 
 
+async def test_concurrent_config_changes_of_different_fields_all_land(database_url: str) -> None:
+    """Each update reads, merges and writes in one transaction: no change overwrites another."""
+    a, b = await open_registry(database_url), await open_registry(database_url)
+    changes: list[dict[str, Any]] = [
+        {"max_attempts": 4},
+        {"repair": False},
+        {"on_failure": "passthrough"},
+        {"stream_mode": "progressive"},
+        {"compatibility": Compatibility.FORWARD},
+    ]
+    for _ in range(5):  # interleavings differ from round to round
+        await asyncio.gather(
+            *(r.set_config("doc", c) for r, c in zip([a, b] * 3, changes, strict=False))
+        )
+        config = await open_registry(database_url)
+        stored = await config.store.get_config("doc")
+        assert (stored.max_attempts, stored.repair, stored.on_failure) == (4, False, "passthrough")
+        assert (stored.stream_mode, stored.compatibility) == ("progressive", Compatibility.FORWARD)
+        await config.store.delete("doc")
+        await config.store.close()
+    await a.store.close()
+    await b.store.close()
+
+
 async def test_incompatible_change_is_refused_with_reasons(database_url: str) -> None:
     registry = await open_registry(database_url)
     await registry.register("doc", schema(20))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..stats.model import Rollup, Sample, StatsFilter
@@ -52,6 +52,20 @@ class SchemaConfig:
     on_failure: OnFailure | None = None
     stream_mode: StreamMode | None = None
 
+    @classmethod
+    def from_stored(cls, raw: dict[str, Any] | None) -> SchemaConfig:
+        """A config as a store keeps it (JSON, fields it lacks at their defaults)."""
+        if not raw:
+            return cls()
+        return cls(**{**raw, "compatibility": Compatibility(raw.get("compatibility", "backward"))})
+
+    def stored(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def merged(self, changes: dict[str, Any]) -> SchemaConfig:
+        """This config with ``changes`` applied (fields not given keep their value)."""
+        return replace(self, **changes)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "compatibility": self.compatibility.value,
@@ -86,7 +100,10 @@ class Store(Protocol):
     async def list_latest(self) -> list[tuple[SchemaVersion, int]]: ...
     async def delete(self, name: str) -> list[int]: ...
     async def get_config(self, name: str) -> SchemaConfig: ...
-    async def put_config(self, name: str, config: SchemaConfig) -> None: ...
+    async def update_config(self, name: str, changes: dict[str, Any]) -> SchemaConfig:
+        """Apply ``changes`` to the name's config atomically (one transaction: concurrent
+        updates of different fields all land); returns the new config."""
+        ...
 
 
 @runtime_checkable

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import orjson
@@ -27,7 +26,6 @@ import orjson
 from ..errors import RegistryUnavailable
 from ..stats.model import SAMPLE_COLUMNS, Rollup, Sample, StatsFilter
 from . import display_url
-from .compat import Compatibility
 from .migrations import Migration, MigrationState, migrations
 from .models import NewVersion, SchemaConfig, SchemaVersion
 
@@ -72,11 +70,7 @@ def _version(row: asyncpg.Record) -> SchemaVersion:
 
 
 def _config(raw: str | None) -> SchemaConfig:
-    if raw is None:
-        return SchemaConfig()
-    fields = orjson.loads(raw)
-    fields["compatibility"] = Compatibility(fields.get("compatibility", "backward"))
-    return SchemaConfig(**fields)
+    return SchemaConfig.from_stored(orjson.loads(raw) if raw is not None else None)
 
 
 async def apply_migrations(conn: Connection) -> list[str]:
@@ -388,16 +382,21 @@ class PostgresStore:
             )
         return _config(raw)
 
-    async def put_config(self, name: str, config: SchemaConfig) -> None:
-        body = orjson.dumps(dataclasses.asdict(config)).decode()
+    async def update_config(self, name: str, changes: dict[str, Any]) -> SchemaConfig:
         async with self._connection() as conn, conn.transaction():
+            await self._lock_name(conn, name)  # read, merge and write as one step
+            raw = await conn.fetchval(
+                "SELECT config::text FROM schema_configs WHERE name = $1", name
+            )
+            merged = _config(raw).merged(changes)
             await conn.execute(
                 "INSERT INTO schema_configs (name, config) VALUES ($1, $2::jsonb) "
                 "ON CONFLICT (name) DO UPDATE SET config = excluded.config",
                 name,
-                body,
+                orjson.dumps(merged.stored()).decode(),
             )
             await self._notify(conn, name)
+        return merged
 
     # -- stats -----------------------------------------------------------------------------
 

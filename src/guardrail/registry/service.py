@@ -199,9 +199,7 @@ class Registry:
 
     async def set_config(self, name: str, changes: dict[str, Any]) -> SchemaConfig:
         """Merge ``changes`` into the name's config (fields not given keep their value)."""
-        current = await self.store.get_config(check_name(name))
-        merged = SchemaConfig(**{**_fields(current), **changes})
-        await self.store.put_config(name, merged)
+        merged = await self.store.update_config(check_name(name), changes)
         self._configs[name] = (self.clock(), merged)
         return merged
 
@@ -238,7 +236,3 @@ def _description(schema: Schema) -> str:
     if isinstance(schema, dict):
         return str(schema.get("description") or schema.get("title") or "")
     return ""
-
-
-def _fields(config: SchemaConfig) -> dict[str, Any]:
-    return {f: getattr(config, f) for f in config.__dataclass_fields__}

@@ -8,7 +8,6 @@ serialises writers across processes sharing the file.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,6 @@ from ..stats.model import (
     merge_histograms,
     to_sparse,
 )
-from .compat import Compatibility
 from .models import NewVersion, SchemaConfig, SchemaVersion
 
 T = TypeVar("T")
@@ -278,24 +276,22 @@ class SQLiteStore:
     @staticmethod
     def _config(conn: sqlite3.Connection, name: str) -> SchemaConfig:
         row = conn.execute("SELECT config FROM schema_configs WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return SchemaConfig()
-        raw = orjson.loads(row[0])
-        raw["compatibility"] = Compatibility(raw.get("compatibility", "backward"))
-        return SchemaConfig(**raw)
+        return SchemaConfig.from_stored(orjson.loads(row[0]) if row else None)
 
     async def get_config(self, name: str) -> SchemaConfig:
         return await self._run(lambda conn: self._config(conn, name))
 
-    async def put_config(self, name: str, config: SchemaConfig) -> None:
-        body = orjson.dumps(dataclasses.asdict(config)).decode()
-        await self._run(
-            lambda conn: conn.execute(
+    async def update_config(self, name: str, changes: dict[str, Any]) -> SchemaConfig:
+        def update(conn: sqlite3.Connection) -> SchemaConfig:
+            merged = self._config(conn, name).merged(changes)
+            conn.execute(
                 "INSERT INTO schema_configs (name, config) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET config = excluded.config",
-                (name, body),
+                (name, orjson.dumps(merged.stored()).decode()),
             )
-        )
+            return merged
+
+        return await self._write(update)
 
     # -- stats -------------------------------------------------------------------------------
 
