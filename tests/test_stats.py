@@ -139,6 +139,28 @@ async def test_the_outage_buffer_is_bounded_oldest_minutes_first(tmp_path: Path)
 
 
 @pytest.mark.anyio
+async def test_rollups_past_the_retention_period_are_deleted_hourly(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    await store.open()
+    now = [1_800_000_000.0]
+    recorder = Recorder(store, retention_days=1, clock=lambda: now[0])
+    recorder.record(record(-2 * 86400))  # two days old
+    recorder.record(record(-3600))  # an hour old
+    await recorder.flush()
+    assert [r.minute for r in await store.query_rollups(StatsFilter())] == [
+        int(now[0] - 3600) // 60 * 60
+    ]
+    recorder.record(record(-2 * 86400))
+    now[0] += 1800  # within the hour: no second deletion yet
+    await recorder.flush()
+    assert len(await store.query_rollups(StatsFilter())) == 2
+    now[0] += 1800
+    await recorder.flush()
+    assert len(await store.query_rollups(StatsFilter())) == 1
+    await store.close()
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["truncate", "hash", "off"])
 async def test_samples_are_redacted_before_they_are_stored(tmp_path: Path, mode: str) -> None:
     store = SQLiteStore(str(tmp_path / "s.db"))

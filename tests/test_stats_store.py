@@ -102,6 +102,18 @@ async def test_query_filters_by_key_and_time(stats_store: StatsStore) -> None:
     assert ticket.failing_paths == ()
 
 
+async def test_old_rollups_and_their_paths_are_dropped(stats_store: StatsStore) -> None:
+    await stats_store.write_rollups([rollup(600), rollup(660, model="m2"), rollup(720)])
+    assert await stats_store.drop_rollups_before(720) == 2
+    [kept] = await stats_store.query_rollups(StatsFilter())
+    assert (kept.minute, kept.failing_paths) == (720, (("/age", "minimum", 2),))
+    assert await stats_store.drop_rollups_before(720) == 0
+    # A row written again for a dropped minute starts from zero: its old paths went with it.
+    await stats_store.write_rollups([rollup(600, failing_paths=(("/name", "type", 1),))])
+    [again] = await stats_store.query_rollups(StatsFilter(until=660))
+    assert (again.count, again.failing_paths) == (2, (("/name", "type", 1),))
+
+
 async def test_samples_keep_the_newest_per_schema_version(stats_store: StatsStore) -> None:
     await stats_store.add_samples([sample(n) for n in range(5)], keep=3)
     await stats_store.add_samples([sample(9, version="2")], keep=3)

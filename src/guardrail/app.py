@@ -73,6 +73,7 @@ def create_app(
             max_models=settings.stats_max_models,
             max_paths=settings.stats_max_paths,
             max_pending=settings.stats_max_pending,
+            retention_days=settings.stats_retention_days,
             log_requests=settings.log_level in ("debug", "info"),
         )
         if settings.stats

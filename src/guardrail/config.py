@@ -99,6 +99,8 @@ class Settings(BaseModel):
     # Unwritten rollups kept while the store is unreachable (one per minute, schema, version,
     # model and outcome); past it the oldest minutes are dropped and the loss is logged.
     stats_max_pending: int = Field(100_000, ge=1)
+    # Rollups older than this many days are deleted (checked hourly); 0 keeps them forever.
+    stats_retention_days: float = Field(90, ge=0)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

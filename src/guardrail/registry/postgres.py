@@ -455,6 +455,12 @@ class PostgresStore:
             for row in rows
         ]
 
+    async def drop_rollups_before(self, minute: int) -> int:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM stats_paths WHERE minute < $1", minute)
+            status = await conn.execute("DELETE FROM stats_rollups WHERE minute < $1", minute)
+        return int(status.split()[-1])  # "DELETE n"
+
     async def add_samples(self, samples: Sequence[Sample], *, keep: int) -> None:
         if not samples:
             return

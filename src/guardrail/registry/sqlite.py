@@ -299,6 +299,13 @@ class SQLiteStore:
         if batch:
             await self._write(lambda conn: _add_rollups(conn, batch))
 
+    async def drop_rollups_before(self, minute: int) -> int:
+        def drop(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM stats_paths WHERE minute < ?", (minute,))
+            return conn.execute("DELETE FROM stats_rollups WHERE minute < ?", (minute,)).rowcount
+
+        return await self._write(drop)
+
     async def query_rollups(self, filters: StatsFilter) -> list[Rollup]:
         where, params = _where(filters)
 

@@ -35,6 +35,7 @@ from .model import (
 Redaction = Literal["none", "truncate", "hash", "off"]
 TRUNCATE_BYTES = 2048
 MAX_LABEL = 100  # characters of a model name kept as a label
+PRUNE_EVERY = 3600.0  # seconds between deletions of rollups past the retention period
 log = logging.getLogger("guardrail.stats")
 request_log = logging.getLogger("guardrail.requests")
 
@@ -45,6 +46,7 @@ class Sink(Protocol):
 
     async def write_rollups(self, batch: Sequence[Rollup]) -> None: ...
     async def add_samples(self, samples: Sequence[Sample], *, keep: int) -> None: ...
+    async def drop_rollups_before(self, minute: int) -> int: ...
 
 
 class Budget:
@@ -121,6 +123,7 @@ class Recorder:
         max_models: int = 20,
         max_paths: int = 50,
         max_pending: int = 100_000,
+        retention_days: float = 0,
         log_requests: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -134,6 +137,8 @@ class Recorder:
         self.models = Budget(max_models)
         self.max_paths = max_paths
         self.max_pending = max_pending
+        self.retention_seconds = retention_days * 86400
+        self._pruned_at = float("-inf")
         self.dropped = 0  # requests whose rollups were dropped while the store was unreachable
         self._paths: dict[str, Budget] = {}
         self._pending: dict[Key, _Pending] = {}
@@ -280,6 +285,23 @@ class Recorder:
                 await self.store.add_samples(batch, keep=self.samples)
             except Exception as exc:  # samples are for debugging: lose them, not the counts
                 log.warning("stats samples dropped: %s", exc)
+            await self._prune()
+
+    async def _prune(self) -> None:
+        """At most once an hour, delete the rollups older than the retention period."""
+        now = self.clock()
+        if not self.retention_seconds or now - self._pruned_at < PRUNE_EVERY:
+            return
+        assert self.store is not None
+        self._pruned_at = now
+        cutoff = int(now - self.retention_seconds) // 60 * 60
+        try:
+            dropped = await self.store.drop_rollups_before(cutoff)
+        except Exception as exc:  # tried again at the next hour
+            log.warning("stats retention: deleting old rollups failed: %s", exc)
+            return
+        if dropped:
+            log.info("stats retention: deleted %d rollups older than %s", dropped, _utc(cutoff))
 
     def _bound(self) -> None:
         """Keep at most ``max_pending`` unwritten rollups while the store is away: the oldest
@@ -312,6 +334,10 @@ class Recorder:
                 await self._task
             self._task = None
         await self.flush()
+
+
+def _utc(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(seconds))
 
 
 def _rollup(key: Key, p: _Pending) -> Rollup:
