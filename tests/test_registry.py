@@ -196,7 +196,8 @@ async def test_cached_schemas_keep_serving_while_the_store_is_down(database_url:
 def test_open_store_names_the_schemes_it_knows() -> None:
     with pytest.raises(ValueError, match=r"postgresql://"):
         open_store("mysql://h/db")
-    assert type(open_store("postgres://u@h/db")).__name__ == "PostgresStore"
+    store = open_store("postgres://u@h/db", pool_size=25)
+    assert isinstance(store, PostgresStore) and store.max_connections == 25
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)

@@ -49,7 +49,7 @@ def create_app(
     ``guardrail.local.engine_for``, which ``guardrail serve`` passes) is the local model that
     serves when no upstream is set: it starts loading in the background at start-up."""
     settings = settings or Settings()
-    store = store or open_store(settings.database_url)
+    store = store or open_store(settings.database_url, pool_size=settings.database_pool_size)
     limits = Limits(settings.max_schema_bytes, settings.max_schema_depth)
     registry = Registry(store, limits=limits, latest_ttl=settings.latest_cache_seconds)
     if settings.upstream:

@@ -45,6 +45,7 @@ class Settings(BaseModel):
     upstream_api_key: str | None = Field(None, repr=False)  # never in logs or reprs
     upstream_timeout: float = Field(60.0, gt=0)
     database_url: str = "sqlite:///./guardrail.db"
+    database_pool_size: int = Field(10, ge=1)  # PostgreSQL connections per instance
     schemas_dir: Path = Path("./schemas")
     admin_key: str | None = Field(None, repr=False)  # never in logs or reprs
     # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the real client;

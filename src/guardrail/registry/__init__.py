@@ -8,18 +8,22 @@ from .service import Registration, Registry, Resolved, parse_ref
 from .sqlite import SQLiteStore
 
 
-def _postgres(url: str) -> Store:
+def _postgres(url: str, pool_size: int) -> Store:
     try:
         from .postgres import PostgresStore  # asyncpg is the optional extra guardrail[postgres]
     except ImportError as exc:
         raise ValueError(
             f"{url.split(':', 1)[0]}:// needs asyncpg: pip install 'guardrail[postgres]' ({exc})"
         ) from None
-    return PostgresStore.from_url(url)
+    return PostgresStore(url, max_connections=pool_size)
 
 
-STORES: dict[str, Callable[[str], Store]] = {
-    "sqlite": SQLiteStore.from_url,
+def _sqlite(url: str, pool_size: int) -> Store:
+    return SQLiteStore.from_url(url)  # one connection, one writer thread: no pool
+
+
+STORES: dict[str, Callable[[str, int], Store]] = {
+    "sqlite": _sqlite,
     "postgresql": _postgres,
     "postgres": _postgres,
 }
@@ -32,8 +36,9 @@ def display_url(url: str) -> str:
     return f"{scheme}{sep}{credentials.split(':', 1)[0]}{at}{host}" if at else url
 
 
-def open_store(url: str) -> Store:
-    """The store for a database URL: ``sqlite:///path.db``, ``postgresql://user@host/db``."""
+def open_store(url: str, *, pool_size: int = 10) -> Store:
+    """The store for a database URL: ``sqlite:///path.db``, ``postgresql://user@host/db``
+    (with at most ``pool_size`` connections per instance)."""
     scheme = url.split(":", 1)[0]
     opener = STORES.get(scheme)
     if opener is None:
@@ -41,7 +46,7 @@ def open_store(url: str) -> Store:
             f"unsupported database URL scheme {scheme!r}: use sqlite:///path.db "
             "or postgresql://user@host:5432/db"
         )
-    return opener(url)
+    return opener(url, pool_size)
 
 
 __all__ = [

@@ -164,10 +164,6 @@ class PostgresStore:
         # one writer thread orders them), and only then for the database-wide advisory lock.
         self._local_locks = [asyncio.Lock() for _ in range(LOCAL_LOCK_STRIPES)]
 
-    @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
-        return cls(url)
-
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
