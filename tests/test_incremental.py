@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from guardrail.incremental import ACCELERATED, IncrementalChecker, PythonChecker
@@ -295,6 +295,15 @@ leaf_schemas = st.one_of(
         "string",
         optional(maxLength=st.integers(0, 5), enum=st.lists(texts, min_size=1, max_size=3)),
     ),
+    # what only the end decides: the certifier counts or collects it (views.Closing)
+    with_type(
+        "string",
+        optional(
+            minLength=st.integers(0, 3),
+            pattern=st.sampled_from(["^a", "b$", "^[0-9-]+$", "é"]),
+            format=st.sampled_from(["date", "email"]),
+        ),
+    ),
     with_type(
         "integer",
         optional(minimum=numbers, maximum=numbers, exclusiveMinimum=numbers),
@@ -308,6 +317,9 @@ leaf_schemas = st.one_of(
             {"enum": [True, None, 1, "a", 2.5]},
             {"const": "ab"},
             {"const": 1.0},
+            {"const": None},
+            {"enum": ["a", True]},
+            {"type": "number", "multipleOf": 0.5},
             {"$ref": "#/$defs/s"},
             {"$ref": "#/$defs/n"},
         ]
@@ -325,6 +337,7 @@ def shaped(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         maxProperties=st.integers(0, 3),
         required=st.lists(st.sampled_from(KEYS), max_size=2, unique=True),
         propertyNames=st.sampled_from([{"maxLength": 2}, {"enum": ["a", "ab", "x1"]}]),
+        minProperties=st.integers(0, 2),
     )
     arrays = optional(
         type=st.sampled_from(["array", ["array", "string"]]),
@@ -332,6 +345,7 @@ def shaped(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         prefixItems=st.lists(inner, min_size=1, max_size=2),
         maxItems=st.integers(0, 3),
         minItems=st.integers(0, 2),
+        uniqueItems=st.booleans(),
     )
     return st.one_of(objects, arrays)
 
@@ -401,13 +415,22 @@ def _array_values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
 
 
 SHAPES = {
-    "object": {"properties", "additionalProperties", "patternProperties", "maxProperties"},
-    "array": {"items", "prefixItems", "maxItems", "minItems"},
+    "object": {
+        "properties",
+        "additionalProperties",
+        "patternProperties",
+        "maxProperties",
+        "minProperties",
+    },
+    "array": {"items", "prefixItems", "maxItems", "minItems", "uniqueItems"},
 }
 VALUES: dict[Any, Callable[[dict[str, Any]], st.SearchStrategy[Any]]] = {
     "object": _object_values,
     "array": _array_values,
-    "string": lambda s: st.text(alphabet=CHARS, max_size=s.get("maxLength", 5)),
+    "string": lambda s: st.one_of(
+        st.text(alphabet=CHARS, max_size=s.get("maxLength", 5)),
+        st.sampled_from(["2026-11-27", "2026-13-27", "a@b.c", "ab", "12-3"]),
+    ),
     "integer": lambda s: st.integers(-25, 25),
     "number": lambda s: numbers,
     "boolean": lambda s: st.booleans(),
@@ -736,3 +759,214 @@ def test_more_bounds_than_the_certifier_keeps() -> None:
     root = schema["items"]  # at the root too (its summary is read first)
     for text in ("12 ", "5 "):
         assert verdicts(IncrementalChecker, root, [text]) == verdicts(PythonChecker, root, [text])
+
+
+# --------------------------------------------------------------------------------------------
+# The end of a stream decided by the certifier (views.Closing): finish() without the full
+# validation, only ever for a valid answer
+# --------------------------------------------------------------------------------------------
+
+
+def settled_and_verdict(schema: Schema, text: str, step: int = 7) -> tuple[bool, Violation | None]:
+    """Feed ``text`` in ``step``-character pieces: (whether the certifier settled the answer
+    alone, what finish() says)."""
+    checker = IncrementalChecker(schema)
+    for at in range(0, len(text), step):
+        assert checker.feed(text[at : at + step]) is None, text
+    return checker.settled, checker.finish()
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="the C certifier is not built")
+@PROPERTIES
+@given(st.data())
+def test_a_settled_answer_is_valid(data: st.DataObject) -> None:
+    """Soundness of the shortcut: whenever the certifier settles an answer (finish() skips the
+    full validation), the compiled validator finds the document valid; and finish() gives the
+    Python checker's verdict (path, keyword and message) either way."""
+    schema = data.draw(schemas)
+    value = data.draw(st.one_of(values_for(schema), values_for(schema), json_values))
+    if data.draw(st.booleans()):
+        value = perturb(value, data.draw)
+    text = render(value, data.draw)
+    if data.draw(st.integers(0, 3)) == 0:
+        text = mutate(text, data.draw)
+    pieces = split(text, data.draw)
+    checker = IncrementalChecker(schema)
+    if any(checker.feed(piece) is not None for piece in pieces):
+        return
+    settled = checker.settled
+    event(f"settled by the certifier: {settled}")  # --hypothesis-show-statistics
+    if settled:
+        assert reference_verdict(schema, text) is not False, text
+        start = min(i for i in (text.find("{"), text.find("[")) if i >= 0)
+        end = DECODER.raw_decode(text, start)[1]
+        assert compile_schema(schema).is_valid(orjson.loads(text[start:end])), text
+    assert checker.finish() == verdicts(PythonChecker, schema, pieces)[-1], (text, settled)
+
+
+ITEM = {
+    "type": "object",
+    "properties": {
+        "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"},
+        "day": {"type": "string", "format": "date"},
+        "name": {"type": "string", "minLength": 2, "maxLength": 8},
+        "tags": {"type": "array", "items": {"enum": ["a", "b", True, None]}, "minItems": 1},
+        "qty": {"type": "integer", "minimum": 1, "exclusiveMaximum": 100},
+    },
+    "required": ["sku", "qty"],
+    "additionalProperties": False,
+}
+CLOSABLE = {"type": "array", "items": {"$ref": "#/$defs/item"}, "$defs": {"item": ITEM}}
+GOOD = '{"sku": "ABC-0042", "day": "2026-11-27", "name": "Ada", "tags": ["a", true], "qty": 3}'
+
+
+def one(text: str) -> str:
+    return f"[{GOOD}, {text}]"
+
+
+# (id, schema, document, whether the certifier settles it, (path, keyword) of finish or None)
+SETTLE_CASES: list[tuple[str, Schema, str, bool, tuple[str, str] | None]] = [
+    ("all-present", CLOSABLE, one(GOOD), True, None),
+    ("required-present", CLOSABLE, one('{"sku": "ABC-0001", "qty": 1}'), True, None),
+    ("required-missing", CLOSABLE, one('{"sku": "ABC-0001"}'), False, ("/1", "required")),
+    ("required-none", CLOSABLE, one("{}"), False, ("/1", "required")),
+    ("minLength-met", CLOSABLE, one('{"sku": "ABC-0001", "qty": 1, "name": "Al"}'), True, None),
+    (
+        "minLength-short",
+        CLOSABLE,
+        one('{"sku": "ABC-0001", "qty": 1, "name": "A"}'),
+        False,
+        ("/1/name", "minLength"),
+    ),
+    (
+        "minItems-empty",
+        CLOSABLE,
+        one('{"sku": "ABC-0001", "qty": 1, "tags": []}'),
+        False,
+        ("/1/tags", "minItems"),
+    ),
+    ("minItems-met", CLOSABLE, one('{"sku": "ABC-0001", "qty": 1, "tags": [null]}'), True, None),
+    (
+        "pattern-fails",
+        CLOSABLE,
+        one('{"sku": "ABC-42", "qty": 1}'),
+        False,
+        ("/1/sku", "pattern"),
+    ),
+    (
+        "format-fails",
+        CLOSABLE,
+        one('{"sku": "ABC-0001", "qty": 1, "day": "2026-02-30"}'),
+        False,
+        ("/1/day", "format"),
+    ),
+    ("bounds-exact", CLOSABLE, one('{"sku": "ABC-0001", "qty": 99}'), True, None),
+    ("root-minItems", {"minItems": 2}, "[1]", False, ("", "minItems")),
+    ("root-minItems-met", {"minItems": 2}, "[1, {}]", True, None),
+    ("empty-object-required", {"required": ["a"]}, "{}", False, ("", "required")),
+    # beyond the certifier: the full validation decides, valid or not
+    ("escape-in-pattern-string", CLOSABLE, one('{"sku": "ABC-\\u0030042", "qty": 1}'), False, None),
+    ("escape-surrogate", {"type": "array"}, '["\\ud83d\\ude00"]', False, None),
+    ("lone-surrogate", {"type": "array"}, '["\\ud800"]', False, ("", "json")),
+    ("integer-as-1.0", CLOSABLE, one('{"sku": "ABC-0001", "qty": 1.0}'), False, None),
+    ("long-number", {"type": "array"}, "[12345678901234567890]", False, None),
+    (
+        "anyOf",
+        {"items": {"anyOf": [{"type": "string"}, {"minimum": 3}]}},
+        "[1]",
+        False,
+        ("/0", "anyOf"),
+    ),
+    ("uniqueItems", {"uniqueItems": True}, "[1, 1]", False, ("", "uniqueItems")),
+    ("minProperties", {"minProperties": 1}, "{}", False, ("", "minProperties")),
+    ("multipleOf", {"items": {"multipleOf": 0.1}}, "[0.3]", False, None),
+    ("numeric-enum", {"items": {"enum": [1, "a"]}}, "[1.0]", False, None),
+    ("object-const", {"items": {"const": {"a": 1}}}, '[{"a": 2}]', False, ("/0", "const")),
+    (
+        "patternProperties",
+        {"patternProperties": {"^a": {"minLength": 2}}},
+        '{"ab": "x"}',
+        False,
+        ("/ab", "minLength"),
+    ),
+    (
+        "propertyNames",
+        {"propertyNames": {"minLength": 2}},
+        '{"a": 1}',
+        False,
+        ("", "propertyNames"),
+    ),
+    # (jsonschema-rs names dependentRequired's error "required")
+    ("dependentRequired", {"dependentRequired": {"a": ["b"]}}, '{"a": 1}', False, ("", "required")),
+    (
+        "unresolved-anchor",
+        {"items": {"$ref": "#x"}, "$defs": {"x": {"$anchor": "x", "minimum": 2}}},
+        "[1]",
+        False,
+        ("/0", "minimum"),
+    ),
+    (
+        "nested-id",
+        {"items": {"$id": "http://e/x", "minLength": 2}},
+        '["a"]',
+        False,
+        ("/0", "minLength"),
+    ),
+    (
+        "draft-04",
+        {"$schema": "http://json-schema.org/draft-04/schema#", "required": ["a"]},
+        '{"a": 1}',
+        False,
+        None,
+    ),
+    (
+        "draft-07",
+        {"$schema": "http://json-schema.org/draft-07/schema#", "required": ["a"]},
+        '{"a": 1}',
+        True,
+        None,
+    ),
+    (
+        "draft-07-ref-siblings",
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "items": {"$ref": "#/definitions/s", "minLength": 5},
+            "definitions": {"s": {"type": "string"}},
+        },
+        '["a"]',
+        False,
+        None,
+    ),
+    ("huge-bound", {"items": {"minimum": 10**400}}, "[5]", False, ("/0", "minimum")),
+]
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="the C certifier is not built")
+@pytest.mark.parametrize(
+    ("schema", "text", "settles", "expected"),
+    [pytest.param(*case[1:], id=case[0]) for case in SETTLE_CASES],
+)
+@pytest.mark.parametrize("step", [1, 7, 10_000])
+def test_what_the_certifier_settles(
+    schema: Schema, text: str, settles: bool, expected: tuple[str, str] | None, step: int
+) -> None:
+    """Each keyword the end decides, met and missed: the certifier settles only the valid
+    answers whose every keyword it decides; finish() agrees with the Python checker (the full
+    validation) and with the compiled validator."""
+    settled, found = settled_and_verdict(schema, text, step)
+    assert settled == settles, text
+    assert ((found.path, found.keyword) if found else None) == expected, found
+    pieces = [text[at : at + step] for at in range(0, len(text), step)]
+    assert found == verdicts(PythonChecker, schema, pieces)[-1]
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="the C certifier is not built")
+def test_the_bench_answer_settles() -> None:
+    """The answer bench/streaming.py times (pattern, format, enum, minLength, required) is
+    settled by the certifier, and the same answer missing one required name is not."""
+    items = [{"sku": f"ABC-{i:04d}", "qty": 1 + i % 5, "tags": ["a"]} for i in range(30)]
+    text = orjson.dumps(items).decode()
+    assert settled_and_verdict(CLOSABLE, text, 20) == (True, None)
+    broken = text.replace('"qty":3,', "", 1)
+    settled, found = settled_and_verdict(CLOSABLE, broken, 20)
+    assert not settled and found is not None and found.keyword == "required"

@@ -323,6 +323,15 @@ def pattern_search(pattern: str) -> Callable[[str], bool | None] | None:
     return search
 
 
+def strings_check(draft: str, keywords: tuple[tuple[str, Any], ...]) -> Callable[[Any], bool]:
+    """A test that every string of a list passes ``keywords`` (``pattern``, ``format``), judged
+    as the compiled schema of draft ``draft`` judges them: the same engine, formats asserted.
+    The incremental checker runs it at the end of a stream on the strings it collected."""
+    subschema = {"allOf": [{keyword: value} for keyword, value in keywords]}
+    validator = _DRAFTS[draft]({"items": subschema}, validate_formats=True)
+    return validator.is_valid  # type: ignore[no-any-return]
+
+
 def nesting_depth(value: Any) -> int:
     """Depth of nested objects/arrays (a scalar is 0), computed without recursion."""
     deepest = 0

@@ -5,7 +5,8 @@ no continuation of the text so far could undo: bad JSON syntax, a value of the w
 that can no longer become one of its enum values, a property name ``additionalProperties: false``
 forbids, a string past ``maxLength``, an array past ``maxItems``, a number out of bounds, ... It
 never reports one for a prefix of a valid answer. ``finish`` validates the complete value with the
-compiled schema, which covers what only the end decides (``required``, ``minItems``, formats, ...).
+compiled schema, which covers what only the end decides (``required``, ``minItems``, formats, ...),
+unless the C certifier settled it (below).
 
 Two halves:
 
@@ -30,7 +31,13 @@ machine that walks the text and asks the views (``PythonChecker``). ``fast`` put
 certifier (``_certify.c``, built at install when a compiler is at hand) in front of it: it reads
 the pieces ~20-50x faster, only ever certifies "nothing to report", and hands the stream over to
 ``PythonChecker`` (which replays what came so far) whenever it is unsure, so ``IncrementalChecker``
-gives the Python checker's verdicts, built or not.
+gives the Python checker's verdicts, built or not. When every position of the answer uses only
+keywords the certifier decides exactly (``views.Closing``: types, enums of strings and literals,
+bounds, lengths, item counts, ``required``, ``pattern``, ``format``, ...), it also answers the end
+of the stream: it counted what only the end decides while reading and collected the strings
+under ``pattern``/``format``, so ``finish`` checks those strings against just their keywords
+instead of parsing and validating the document again. It only ever settles a valid answer; any
+doubt, and every violation, goes to the full validation.
 """
 
 from .checker import PythonChecker

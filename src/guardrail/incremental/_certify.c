@@ -9,12 +9,35 @@
  * violation is found at are the Python checker's by construction. Soundness is the one promise
  * this file makes: it may hand over needlessly, never certify what Python would refuse.
  *
+ * The end of the stream. ``settle()`` answers "the answer is valid" without the full
+ * validation (orjson.loads and the compiled schema) when the root value was read to its end
+ * and every position it passed has a closing (views.Closing: only keywords the certifier
+ * decides exactly). Then the streaming checks were exact, and what only the end decides is
+ * kept while reading: the required names seen in each object (bits in Frame.seen), the items
+ * of each array (minItems), each string's length (minLength), and the strings under
+ * ``pattern``/``format``, collected per test and checked in one call each at the end.
+ * ``plain`` drops to 0 (and the full validation decides, as before) on the first thing outside
+ * that: a position without a closing, a count not met, a \uD... escape or a raw surrogate
+ * (orjson may refuse the text), a number longer than 15 characters or 1.0 for an integer.
+ * settle() only ever says "valid"; a violation at the end is always found, and described, by
+ * the full validation.
+ *
+ * Speed. The machine is one loop over the piece's characters, compiled once per string kind
+ * (scan_as: the kind is a constant in each copy). Property names are looked up in a cache
+ * shared by every stream (KEYS: a name's view and verdict in a view never change); a name cut
+ * by a piece's end is gathered in a small buffer, not a str. Array views keep their items'
+ * view in their Info. Numbers of at most 15 characters are read exactly without strtod.
+ *
  * Views are read through ``View.summary()`` (views.py), parsed once per view into an Info struct
  * kept in the view's ``fast`` slot.
+ *
+ * Sections: views (Info from summaries), the machine (strings, names, numbers, scan), the
+ * Python type (feed, settle, hand-over).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 enum { K_OBJECT = 1, K_ARRAY = 2, K_STRING = 4, K_NUMBER = 8, K_BOOLEAN = 16, K_NULL = 32 };
@@ -25,6 +48,8 @@ enum {
 #define MAX_DEPTH 128
 #define MAX_BOUNDS 8
 #define MAX_NUMBER 40
+#define KEY_BUF 64 /* a property name cut by a piece's end is gathered here when it fits */
+#define EXACT_NUMBER 15 /* longer numbers: no fast double, and the end goes to full validation */
 #define OK 0
 #define HAND_OVER 1
 
@@ -40,7 +65,7 @@ typedef struct {
     int literals; /* 1 true, 2 false, 4 null */
 } Scalars;
 
-typedef struct {
+typedef struct Info {
     int reject;                 /* K_* bits of the kinds refused at their first character */
     Py_ssize_t max_items;       /* -1: none */
     Py_ssize_t str_max;         /* maxLength of a string value, -1: none */
@@ -57,6 +82,15 @@ typedef struct {
     Choice *key_ch;
     Py_ssize_t n_key_ch;
     PyObject *children, *items; /* the view's caches (dicts, borrowed: the view owns both) */
+    PyObject *rest;             /* the view of the items past the prefix, once looked up */
+    struct Info *rest_info;     /* (borrowed: the items cache holds it) */
+    /* the closing (views.Closing): when ``exact`` is 0 a stream passing here gets the full
+     * validation at its end; else these are what the end decides */
+    int exact;
+    Py_ssize_t str_min, min_items;
+    PyObject *required; /* dict: property name -> its bit in Frame.seen */
+    uint64_t need;      /* the bits of every required name */
+    PyObject *strings;  /* a test of a list of the strings here (pattern, format), or NULL */
 } Info;
 
 typedef struct {
@@ -67,21 +101,24 @@ typedef struct {
     Py_ssize_t index;
     PyObject *child; /* the view of the current member's value */
     Info *child_info;
-    PyObject *rest; /* the view of the items past the prefix (borrowed from cache) */
-    Info *rest_info;
+    uint64_t seen; /* the required names seen in this object, as bits (Info.required) */
 } Frame;
 
-/* A property name already looked up in a view: the same names come back in every item. */
-#define KEY_CACHE 64
+/* A property name already looked up in a view: the same names come back in every item and
+ * every stream. One cache for all streams (a name's verdict in a view never changes); each
+ * entry owns its references. Only touched with the GIL held and without calling Python code
+ * between reading an entry and using it. */
+#define KEY_CACHE 1024
 typedef struct {
     PyObject *view, *key, *child;
     Info *info;
     Py_uhash_t hash;
+    uint64_t mask; /* its bit among the view's required names, or 0 */
 } KeyEntry;
+static KeyEntry KEYS[KEY_CACHE];
 
 typedef struct {
     PyObject_HEAD
-    KeyEntry keys[KEY_CACHE];
     PyObject *pieces;   /* every piece fed, for a replay */
     PyObject *replay;   /* replay(pieces) -> (python checker, its verdict) */
     PyObject *python;   /* the Python checker after a hand-over */
@@ -100,12 +137,21 @@ typedef struct {
     Py_ssize_t n_choices;
     PyObject *acc; /* its text so far (keys and strings with choices), or NULL */
     int accumulate;
+    int in_kbuf; /* a property name, gathered in kbuf (not in acc) */
+    Py_ssize_t klen;
+    Py_UCS4 kbuf[KEY_BUF];
     /* the number or literal being read */
     Info *value_info;
     int nstate, nlen;
     char ntok[MAX_NUMBER + 1];
     const char *word;
     int word_at;
+    /* the closing: ``plain`` stays 1 while everything read is decided exactly, the end's
+     * questions included (see views.Closing); strings under pattern/format are collected */
+    int plain;
+    Py_ssize_t min_len;  /* minLength of the string being read */
+    PyObject *collect;   /* its strings test (borrowed from its Info), or NULL */
+    PyObject *collected; /* dict: strings test -> the list of strings it must pass */
 } Core;
 
 static PyObject *str_fast, *str_summary, *str_children, *str_items, *str_child, *str_item,
@@ -123,6 +169,8 @@ static void free_choices(Choice *ch, Py_ssize_t n) {
 }
 
 static void free_info(Info *info) {
+    Py_XDECREF(info->required);
+    Py_XDECREF(info->strings);
     free_choices(info->str_ch, info->n_str_ch);
     free_choices(info->key_ch, info->n_key_ch);
     for (Py_ssize_t i = 0; i < info->n_scalars; i++) PyMem_Free(info->scalars[i].numbers);
@@ -179,11 +227,28 @@ static int parse_choices(PyObject *items, Choice **out, Py_ssize_t *n) {
     return 0;
 }
 
+/* The closing, (str_min, min_items, {name: bit}, strings test or None), or None: not exact. */
+static int parse_closing(PyObject *closing, Info *info) {
+    if (closing == Py_None) return 0;
+    if (!PyTuple_Check(closing) || PyTuple_GET_SIZE(closing) != 4) return -1;
+    PyObject *required = PyTuple_GET_ITEM(closing, 2);
+    PyObject *strings = PyTuple_GET_ITEM(closing, 3);
+    if (!PyDict_CheckExact(required) || PyDict_GET_SIZE(required) > 64) return -1;
+    info->str_min = as_size(closing, 0);
+    info->min_items = as_size(closing, 1);
+    info->required = Py_NewRef(required);
+    Py_ssize_t n = PyDict_GET_SIZE(required);
+    info->need = n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1);
+    info->strings = strings == Py_None ? NULL : Py_NewRef(strings);
+    info->exact = !PyErr_Occurred();
+    return info->exact ? 0 : -1;
+}
+
 static Info *parse_info(PyObject *s) {
     /* (reject, max_items, str_max, str_choices, integer, scalars, bounds, max_props,
-     *  key_refused, key_max, key_choices, prefix_len) */
-    if (!PyTuple_Check(s) || PyTuple_GET_SIZE(s) != 12) {
-        PyErr_SetString(PyExc_TypeError, "a view summary is a 12-tuple");
+     *  key_refused, key_max, key_choices, prefix_len, closing) */
+    if (!PyTuple_Check(s) || PyTuple_GET_SIZE(s) != 13) {
+        PyErr_SetString(PyExc_TypeError, "a view summary is a 13-tuple");
         return NULL;
     }
     Info *info = PyMem_Calloc(1, sizeof(Info));
@@ -212,7 +277,7 @@ static Info *parse_info(PyObject *s) {
     if (bad || parse_scalars(PyTuple_GET_ITEM(s, 5), info) < 0 ||
         parse_choices(PyTuple_GET_ITEM(s, 3), &info->str_ch, &info->n_str_ch) < 0 ||
         parse_choices(PyTuple_GET_ITEM(s, 10), &info->key_ch, &info->n_key_ch) < 0 ||
-        PyErr_Occurred()) {
+        parse_closing(PyTuple_GET_ITEM(s, 12), info) < 0 || PyErr_Occurred()) {
         free_info(info);
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a malformed view summary");
         return NULL;
@@ -348,14 +413,6 @@ static void clear_stack(Core *c) {
     c->depth = 0;
 }
 
-static void clear_keys(Core *c) {
-    for (int i = 0; i < KEY_CACHE; i++) {
-        Py_CLEAR(c->keys[i].view);
-        Py_CLEAR(c->keys[i].key);
-        Py_CLEAR(c->keys[i].child);
-    }
-}
-
 static void set_next(Core *c, PyObject *view, Info *info) {
     Py_XSETREF(c->next, view); /* steals */
     c->next_info = info;
@@ -376,19 +433,23 @@ static int push(Core *c, int is_object) {
     if (is_object && (info->max_props || info->key_refused)) return HAND_OVER;
     Frame *f = &c->stack[c->depth++];
     f->cache = Py_NewRef(is_object ? info->children : info->items);
-    f->rest = NULL;
     f->view = Py_NewRef(c->next);
     f->info = info;
     f->is_object = is_object;
     f->index = 0;
     f->child = NULL;
     f->child_info = NULL;
+    f->seen = 0;
     c->state = is_object ? S_FIRST_KEY : S_FIRST_ITEM;
     return OK;
 }
 
-static void pop(Core *c, Py_ssize_t end) {
+/* The container on top closes just before ``end``, an array with ``count`` items: what its
+ * end decides (required names, minItems). */
+static void pop(Core *c, Py_ssize_t end, Py_ssize_t count) {
     Frame *f = &c->stack[--c->depth];
+    if (f->is_object ? (f->seen & f->info->need) != f->info->need : count < f->info->min_items)
+        c->plain = 0;
     Py_CLEAR(f->view);
     Py_CLEAR(f->cache);
     Py_CLEAR(f->child);
@@ -397,22 +458,23 @@ static void pop(Core *c, Py_ssize_t end) {
 
 /* The item ``f->index`` is due next: its view becomes the next value's. */
 static int item_due(Core *c, Frame *f) {
-    int rest = f->index >= f->info->prefix_len;
-    if (rest && f->rest != NULL) {
-        set_next(c, Py_NewRef(f->rest), f->rest_info);
+    Info *array = f->info;
+    int rest = f->index >= array->prefix_len;
+    if (rest && array->rest != NULL) {
+        set_next(c, Py_NewRef(array->rest), array->rest_info);
         c->state = S_VALUE;
         return OK;
     }
-    PyObject *view = item_of(f->view, f->cache, f->info, f->index);
+    PyObject *view = item_of(f->view, f->cache, array, f->index);
     if (view == NULL) return HAND_OVER;
     Info *info = info_of(view);
     if (info == NULL) {
         Py_DECREF(view);
         return HAND_OVER;
     }
-    if (rest) {
-        f->rest = view; /* the frame's cache dict holds it */
-        f->rest_info = info;
+    if (rest) { /* the array view's items cache holds it (View.item never replaces one) */
+        array->rest = view;
+        array->rest_info = info;
     }
     set_next(c, view, info);
     c->state = S_VALUE;
@@ -427,12 +489,18 @@ static void begin_string(Core *c, int is_key, Info *info) {
         c->max_len = info->key_max;
         c->choices = info->key_ch;
         c->n_choices = info->n_key_ch;
+        c->min_len = 0;
+        c->collect = NULL;
     } else {
         c->max_len = info->str_max;
         c->choices = info->str_ch;
         c->n_choices = info->n_str_ch;
+        c->min_len = info->str_min;
+        c->collect = c->plain ? info->strings : NULL;
     }
-    c->accumulate = is_key || c->n_choices > 0;
+    c->accumulate = is_key || c->n_choices > 0 || c->collect != NULL;
+    c->in_kbuf = is_key;
+    c->klen = 0;
     Py_CLEAR(c->acc);
     c->state = S_STRING;
 }
@@ -460,91 +528,166 @@ static int in_choices(Core *c, PyObject *text) {
 
 static PyObject *empty_str(void) { return PyUnicode_New(0, 0); }
 
+/* Keep a string for its strings test at the end (views.Closing). */
+static int collect(Core *c, PyObject *text) {
+    if (c->collected == NULL && (c->collected = PyDict_New()) == NULL) return -1;
+    PyObject *list = PyDict_GetItemWithError(c->collected, c->collect);
+    if (list == NULL) {
+        if (PyErr_Occurred() || (list = PyList_New(0)) == NULL) return -1;
+        int failed = PyDict_SetItem(c->collected, c->collect, list);
+        Py_DECREF(list);
+        if (failed) return -1;
+    }
+    return PyList_Append(list, text);
+}
+
+static int key_read(Core *c, PyObject *source, int kind, const void *data, Py_ssize_t a,
+                    Py_ssize_t b);
+
 /* A string's closing quote was read (the quote ends just before ``end``). */
 static int string_done(Core *c, Py_ssize_t end) {
+    if (c->is_key && c->in_kbuf) /* a name cut by a piece's end */
+        return key_read(c, NULL, PyUnicode_4BYTE_KIND, c->kbuf, 0, c->klen);
     PyObject *text = c->acc;
     if (c->accumulate && text == NULL) {
         text = c->acc = empty_str();
         if (text == NULL) return HAND_OVER;
     }
+    if (c->is_key) { /* a long name cut by a piece's end */
+        c->acc = NULL;
+        int result = key_read(c, text, PyUnicode_KIND(text), PyUnicode_DATA(text), 0,
+                              PyUnicode_GET_LENGTH(text));
+        Py_DECREF(text);
+        return result;
+    }
     if (c->n_choices && in_choices(c, text) != OK) return HAND_OVER;
-    if (!c->is_key) {
-        Py_CLEAR(c->acc);
-        end_value(c, end);
-        return OK;
+    if (c->length < c->min_len) c->plain = 0;
+    if (c->collect != NULL && c->plain && collect(c, text) < 0) {
+        PyErr_Clear();
+        c->plain = 0;
     }
-    Frame *f = &c->stack[c->depth - 1];
-    PyObject *child = child_of(f->view, f->cache, text);
     Py_CLEAR(c->acc);
-    if (child == NULL || child == Py_None) {
-        Py_XDECREF(child);
-        return HAND_OVER;
-    }
-    Info *info = info_of(child);
-    if (info == NULL) {
-        Py_DECREF(child);
-        return HAND_OVER;
-    }
-    Py_XSETREF(f->child, child);
-    f->child_info = info;
-    c->state = S_COLON;
+    end_value(c, end);
     return OK;
 }
 
-static Py_uhash_t key_hash(PyObject *view, int kind, const void *data, Py_ssize_t a,
-                           Py_ssize_t b) {
-    Py_uhash_t h = (Py_uhash_t)view >> 4;
-    for (Py_ssize_t k = a; k < b; k++) h = (h ^ PyUnicode_READ(kind, data, k)) * 1000003u;
-    return h;
+static inline Py_uhash_t key_hash(PyObject *view, int kind, const void *data, Py_ssize_t a,
+                                  Py_ssize_t b) {
+    uint64_t h = (uint64_t)(uintptr_t)view * 0x9E3779B97F4A7C15u;
+    for (Py_ssize_t k = a; k < b; k++) h = (h ^ PyUnicode_READ(kind, data, k)) * 0x100000001B3u;
+    h ^= h >> 32;
+    h *= 0x9E3779B97F4A7C15u;
+    return (Py_uhash_t)(h ^ (h >> 29));
 }
 
-/* A property name read whole within this piece, [a, b) of ``text``: its value's view from the
- * cache, else looked up (and cached when it passed). */
-static int key_read(Core *c, PyObject *text, int kind, const void *data, Py_ssize_t a,
+/* Its bit among the view's required names, or 0. */
+static uint64_t key_mask(Info *info, PyObject *key) {
+    if (info->required == NULL || PyDict_GET_SIZE(info->required) == 0) return 0;
+    PyObject *bit = PyDict_GetItemWithError(info->required, key);
+    if (bit == NULL) return 0;
+    long at = PyLong_AsLong(bit);
+    return at >= 0 && at < 64 ? (uint64_t)1 << at : 0;
+}
+
+/* A property name read whole, [a, b) of ``source`` (a piece, or the name gathered across
+ * pieces; NULL: ``data`` is kbuf): its value's view from the cache, else looked up (and cached
+ * when it passed). */
+static int key_read(Core *c, PyObject *source, int kind, const void *data, Py_ssize_t a,
                     Py_ssize_t b) {
     Frame *f = &c->stack[c->depth - 1];
     Py_uhash_t h = key_hash(f->view, kind, data, a, b);
-    KeyEntry *e = &c->keys[h % KEY_CACHE];
+    KeyEntry *e = &KEYS[h % KEY_CACHE];
     if (e->view == f->view && e->hash == h && PyUnicode_GET_LENGTH(e->key) == b - a) {
         int ekind = PyUnicode_KIND(e->key);
         const void *edata = PyUnicode_DATA(e->key);
-        Py_ssize_t k = 0;
-        while (k < b - a &&
-               PyUnicode_READ(ekind, edata, k) == PyUnicode_READ(kind, data, a + k))
-            k++;
-        if (k == b - a) {
+        int same;
+        if (ekind == kind) {
+            same = memcmp(edata, (const char *)data + a * kind, (size_t)((b - a) * kind)) == 0;
+        } else {
+            Py_ssize_t k = 0;
+            while (k < b - a &&
+                   PyUnicode_READ(ekind, edata, k) == PyUnicode_READ(kind, data, a + k))
+                k++;
+            same = k == b - a;
+        }
+        if (same) { /* passed before in this view: the same verdict */
             Py_XSETREF(f->child, Py_NewRef(e->child));
             f->child_info = e->info;
+            f->seen |= e->mask;
             c->state = S_COLON;
             return OK;
         }
     }
-    PyObject *key = PyUnicode_Substring(text, a, b);
+    PyObject *key;
+    if (source == NULL)
+        key = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, (const Py_UCS4 *)data + a, b - a);
+    else if (a == 0 && b == PyUnicode_GET_LENGTH(source))
+        key = Py_NewRef(source);
+    else
+        key = PyUnicode_Substring(source, a, b);
     if (key == NULL) return HAND_OVER;
-    Py_XSETREF(c->acc, key);
-    Py_INCREF(key);
-    if (string_done(c, 0) != OK) {
+    if (c->n_choices && in_choices(c, key) != OK) {
         Py_DECREF(key);
         return HAND_OVER;
     }
+    PyObject *child = child_of(f->view, f->cache, key);
+    Info *info = child == NULL || child == Py_None ? NULL : info_of(child);
+    if (info == NULL) {
+        Py_XDECREF(child);
+        Py_DECREF(key);
+        return HAND_OVER;
+    }
+    uint64_t mask = key_mask(f->info, key);
+    if (PyErr_Occurred()) {
+        Py_DECREF(child);
+        Py_DECREF(key);
+        return HAND_OVER;
+    }
+    Py_XSETREF(f->child, child);
+    f->child_info = info;
+    f->seen |= mask;
+    c->state = S_COLON;
     Py_XSETREF(e->view, Py_NewRef(f->view));
     Py_XSETREF(e->key, key);
-    Py_XSETREF(e->child, Py_NewRef(f->child));
-    e->info = f->child_info;
+    Py_XSETREF(e->child, Py_NewRef(child));
+    e->info = info;
     e->hash = h;
+    e->mask = mask;
     return OK;
 }
 
+/* 10^k, exact as doubles. */
+static const double POW10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8,
+                               1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16};
+
+/* A number ended (in state ``c->nstate``, its text in ``ntok``). */
 static int number_done(Core *c) {
     Info *info = c->value_info;
-    c->ntok[c->nlen] = '\0';
-    int has_exp = strpbrk(c->ntok, "eE") != NULL;
     int numeric = info->integer || info->nbounds || info->n_scalars;
-    if (has_exp || info->nbounds < 0) return HAND_OVER;
+    if (c->nstate == 8 || info->nbounds < 0) return HAND_OVER; /* an exponent: to Python */
+    if (c->nlen > EXACT_NUMBER) c->plain = 0; /* orjson may read it as a float */
     if (!numeric) return OK;
-    if (c->nlen > 15) return HAND_OVER;
-    double v = strtod(c->ntok, NULL);
-    if (info->integer && strchr(c->ntok, '.') != NULL && v != floor(v)) return HAND_OVER;
+    if (c->nlen > EXACT_NUMBER) return HAND_OVER;
+    /* At most 15 characters: the digits make an integer below 2^53 and the fraction has at
+     * most 14 digits, so one division of two exact doubles gives the correctly rounded
+     * value, as strtod and orjson do. */
+    uint64_t digits = 0;
+    int fraction = 0, after_dot = 0;
+    for (int k = c->ntok[0] == '-'; k < c->nlen; k++) {
+        char ch = c->ntok[k];
+        if (ch == '.') {
+            after_dot = 1;
+        } else {
+            digits = digits * 10 + (uint64_t)(ch - '0');
+            fraction += after_dot;
+        }
+    }
+    double v = (double)digits / POW10[fraction];
+    if (c->ntok[0] == '-') v = -v;
+    if (info->integer && after_dot) {
+        if (v != floor(v)) return HAND_OVER;
+        c->plain = 0; /* 1.0: an integer to some validators, not to others */
+    }
     for (int i = 0; i < info->nbounds; i++) {
         double limit = info->limit[i];
         /* As Python's _beyond_as_floats: both sides as doubles (strtod and orjson both round
@@ -579,11 +722,47 @@ static int append_run(Core *c, PyObject *text, Py_ssize_t start, Py_ssize_t end)
     return c->acc == NULL ? HAND_OVER : OK;
 }
 
-/* Read one piece. OK: certified; HAND_OVER: let Python decide (an error may be set: cleared). */
-static int scan(Core *c, PyObject *text) {
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0;
+/* A run of string text [i, j) of ``text`` appended to ``acc`` (a name past kbuf moves there). */
+static int gather_long(Core *c, PyObject *text, Py_ssize_t i, Py_ssize_t j) {
+    if (c->in_kbuf) {
+        c->in_kbuf = 0;
+        c->acc = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, c->kbuf, c->klen);
+        if (c->acc == NULL) return HAND_OVER;
+    }
+    return append_run(c, text, i, j);
+}
+
+/* ``admits_prefix`` for the name gathered in kbuf. */
+static int admits_kbuf(Choice *ch, const Py_UCS4 *buf, Py_ssize_t len) {
+    if (len > ch->longest) return 0;
+    Py_ssize_t lo = 0, hi = PyTuple_GET_SIZE(ch->names);
+    while (lo < hi) { /* bisect_left, in code point order as str comparison */
+        Py_ssize_t mid = (lo + hi) / 2;
+        PyObject *name = PyTuple_GET_ITEM(ch->names, mid);
+        int kind = PyUnicode_KIND(name);
+        const void *data = PyUnicode_DATA(name);
+        Py_ssize_t m = PyUnicode_GET_LENGTH(name), k = 0;
+        while (k < m && k < len && PyUnicode_READ(kind, data, k) == buf[k]) k++;
+        int less = k < m && k < len ? PyUnicode_READ(kind, data, k) < buf[k] : m < len;
+        if (less) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == PyTuple_GET_SIZE(ch->names)) return 0;
+    PyObject *name = PyTuple_GET_ITEM(ch->names, lo);
+    if (PyUnicode_GET_LENGTH(name) < len) return 0;
+    int kind = PyUnicode_KIND(name);
+    const void *data = PyUnicode_DATA(name);
+    for (Py_ssize_t k = 0; k < len; k++)
+        if (PyUnicode_READ(kind, data, k) != buf[k]) return 0;
+    return 1;
+}
+
+/* Read one piece: the machine, compiled once per string kind (``kind`` is a constant in each
+ * copy, so reading a character is one load). OK: certified; HAND_OVER: let Python decide (an
+ * error may be set: cleared). */
+static inline __attribute__((always_inline)) int scan_as(Core *c, PyObject *text, const int kind,
+                                                         const void *data, Py_ssize_t n) {
+    Py_ssize_t i = 0;
     while (i < n) {
         Py_UCS4 ch = PyUnicode_READ(kind, data, i);
         switch (c->state) {
@@ -611,6 +790,7 @@ static int scan(Core *c, PyObject *text) {
             }
             Info *info = c->next_info;
             if (info->reject & k) return HAND_OVER;
+            if (!info->exact) c->plain = 0; /* the end can't be decided here */
             switch (k) {
             case K_OBJECT:
             case K_ARRAY:
@@ -643,7 +823,7 @@ static int scan(Core *c, PyObject *text) {
             Frame *f = &c->stack[c->depth - 1];
             if (ch == ']') {
                 i++;
-                pop(c, c->offset + i);
+                pop(c, c->offset + i, 0);
                 break;
             }
             if (kind_of(ch) && f->info->max_items == 0) return HAND_OVER;
@@ -659,7 +839,7 @@ static int scan(Core *c, PyObject *text) {
             Frame *f = &c->stack[c->depth - 1];
             if (ch == '}' && c->state == S_FIRST_KEY) {
                 i++;
-                pop(c, c->offset + i);
+                pop(c, c->offset + i, 0);
                 break;
             }
             if (ch != '"') return HAND_OVER;
@@ -698,7 +878,7 @@ static int scan(Core *c, PyObject *text) {
             }
             if (ch == (Py_UCS4)(f->is_object ? '}' : ']')) {
                 i++;
-                pop(c, c->offset + i);
+                pop(c, c->offset + i, f->index + 1);
                 break;
             }
             return HAND_OVER;
@@ -718,7 +898,10 @@ static int scan(Core *c, PyObject *text) {
                     if (!hex) return HAND_OVER;
                     /* As Python's _escaped: a \uDC00-\uDFFF escape ends a surrogate pair,
                      * one character with the escape before it, so it adds nothing. */
-                    if (c->esc == 2) c->esc_low = ch == 'd' || ch == 'D';
+                    if (c->esc == 2) {
+                        c->esc_low = ch == 'd' || ch == 'D';
+                        if (c->esc_low) c->plain = 0; /* maybe a lone surrogate: orjson decides */
+                    }
                     else if (c->esc == 3)
                         c->esc_low = c->esc_low && ((ch >= 'c' && ch <= 'f') || (ch >= 'C' && ch <= 'F'));
                     if (c->esc == 5) counted = c->esc_low ? 0 : 1;
@@ -742,15 +925,22 @@ static int scan(Core *c, PyObject *text) {
                 for (; j < n; j++) {
                     d = PyUnicode_READ(kind, data, j);
                     if (d == '"' || d == '\\' || d < 0x20) break;
+                    if (Py_UNICODE_IS_SURROGATE(d)) c->plain = 0; /* not UTF-8: orjson refuses */
                 }
             }
             /* A property name that opens and closes in this piece: looked up from the piece. */
-            int whole_key = c->is_key && c->acc == NULL && j < n && d == '"';
+            int whole_key = c->is_key && c->acc == NULL && c->klen == 0 && j < n && d == '"';
             if (j > i) {
                 c->length += j - i;
                 if (c->max_len >= 0 && c->length > c->max_len) return HAND_OVER;
-                if (c->accumulate && !whole_key && append_run(c, text, i, j) != OK)
-                    return HAND_OVER;
+                if (c->accumulate && !whole_key) {
+                    if (c->in_kbuf && c->klen + (j - i) <= KEY_BUF) {
+                        for (Py_ssize_t k = i; k < j; k++)
+                            c->kbuf[c->klen++] = PyUnicode_READ(kind, data, k);
+                    } else if (gather_long(c, text, i, j) != OK) {
+                        return HAND_OVER;
+                    }
+                }
             }
             if (whole_key) {
                 if (key_read(c, text, kind, data, i, j) != OK) return HAND_OVER;
@@ -765,6 +955,15 @@ static int scan(Core *c, PyObject *text) {
             } else if (d == '\\' && !c->accumulate) {
                 c->esc = 1;
                 i++;
+            } else if (d == '\\' && c->collect != NULL && !c->is_key && !c->n_choices) {
+                /* An escape in a string kept for its strings test: keep none, and leave the
+                 * end to the full validation. */
+                c->collect = NULL;
+                c->accumulate = 0;
+                c->plain = 0;
+                Py_CLEAR(c->acc);
+                c->esc = 1;
+                i++;
             } else {
                 return HAND_OVER;
             }
@@ -773,10 +972,11 @@ static int scan(Core *c, PyObject *text) {
         case S_NUMBER: {
             int state = c->nstate;
             for (; i < n; i++) {
-                int to = number_step(state, PyUnicode_READ(kind, data, i));
+                Py_UCS4 d = PyUnicode_READ(kind, data, i);
+                int to = number_step(state, d);
                 if (to < 0) break;
                 if (c->nlen >= MAX_NUMBER) return HAND_OVER;
-                c->ntok[c->nlen++] = (char)PyUnicode_READ(kind, data, i);
+                c->ntok[c->nlen++] = (char)d;
                 state = to;
             }
             c->nstate = state;
@@ -804,7 +1004,23 @@ static int scan(Core *c, PyObject *text) {
         }
         }
     }
-    if (c->state == S_STRING && c->n_choices) { /* can the string still become a choice? */
+    return OK;
+}
+
+static int scan(Core *c, PyObject *text) {
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int result;
+    switch (PyUnicode_KIND(text)) {
+    case PyUnicode_1BYTE_KIND: result = scan_as(c, text, PyUnicode_1BYTE_KIND, data, n); break;
+    case PyUnicode_2BYTE_KIND: result = scan_as(c, text, PyUnicode_2BYTE_KIND, data, n); break;
+    default: result = scan_as(c, text, PyUnicode_4BYTE_KIND, data, n);
+    }
+    if (result != OK) return result;
+    if (c->state == S_STRING && c->n_choices && c->is_key && c->in_kbuf) {
+        for (Py_ssize_t k = 0; k < c->n_choices; k++)
+            if (!admits_kbuf(&c->choices[k], c->kbuf, c->klen)) return HAND_OVER;
+    } else if (c->state == S_STRING && c->n_choices) { /* can it still become a choice? */
         PyObject *so_far = c->acc ? Py_NewRef(c->acc) : empty_str();
         if (so_far == NULL) return HAND_OVER;
         for (Py_ssize_t k = 0; k < c->n_choices; k++) {
@@ -838,10 +1054,11 @@ static PyObject *hand_over(Core *c) {
         return NULL;
     }
     clear_stack(c);
-    clear_keys(c);
     Py_CLEAR(c->pieces);
     Py_CLEAR(c->acc);
     Py_CLEAR(c->next);
+    Py_CLEAR(c->collected);
+    c->plain = 0;
     return verdict;
 }
 
@@ -862,6 +1079,27 @@ static PyObject *Core_feed(Core *c, PyObject *text) {
     Py_RETURN_NONE;
 }
 
+/* Whether the answer is valid, decided without the full validation: the root value was read
+ * to its end, everything met was decided exactly (``plain``) and the collected strings pass
+ * their tests. False says nothing: the full validation decides then. */
+static PyObject *Core_settle(Core *c, PyObject *unused) {
+    if (c->delegate != NULL || c->state != S_DONE || !c->plain) Py_RETURN_FALSE;
+    if (c->collected != NULL) {
+        Py_ssize_t at = 0;
+        PyObject *test, *strings;
+        while (PyDict_Next(c->collected, &at, &test, &strings)) {
+            PyObject *passed = PyObject_CallOneArg(test, strings);
+            int ok = passed != NULL && PyObject_IsTrue(passed) == 1;
+            Py_XDECREF(passed);
+            if (!ok) {
+                PyErr_Clear();
+                Py_RETURN_FALSE;
+            }
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyObject *Core_finish_with(Core *c, PyObject *verdict) {
     Py_XSETREF(c->verdict, Py_NewRef(verdict));
     Py_RETURN_NONE;
@@ -879,15 +1117,11 @@ static int Core_init(Core *c, PyObject *args, PyObject *kwds) {
     set_next(c, Py_NewRef(root), info);
     c->state = wants_container ? S_PROSE : S_LEAD;
     c->root_start = c->root_end = -1;
+    c->plain = 1;
     return 0;
 }
 
 static int Core_traverse(Core *c, visitproc visit, void *arg) {
-    for (int i = 0; i < KEY_CACHE; i++) {
-        Py_VISIT(c->keys[i].view);
-        Py_VISIT(c->keys[i].key);
-        Py_VISIT(c->keys[i].child);
-    }
     Py_VISIT(c->pieces);
     Py_VISIT(c->replay);
     Py_VISIT(c->python);
@@ -895,6 +1129,7 @@ static int Core_traverse(Core *c, visitproc visit, void *arg) {
     Py_VISIT(c->verdict);
     Py_VISIT(c->next);
     Py_VISIT(c->acc);
+    Py_VISIT(c->collected);
     for (int i = 0; i < c->depth; i++) {
         Py_VISIT(c->stack[i].view);
         Py_VISIT(c->stack[i].cache);
@@ -904,7 +1139,6 @@ static int Core_traverse(Core *c, visitproc visit, void *arg) {
 }
 
 static int Core_clear(Core *c) {
-    clear_keys(c);
     Py_CLEAR(c->pieces);
     Py_CLEAR(c->replay);
     Py_CLEAR(c->python);
@@ -912,6 +1146,7 @@ static int Core_clear(Core *c) {
     Py_CLEAR(c->verdict);
     Py_CLEAR(c->next);
     Py_CLEAR(c->acc);
+    Py_CLEAR(c->collected);
     clear_stack(c);
     return 0;
 }
@@ -941,6 +1176,8 @@ static PyObject *Core_get_pieces(Core *c, void *closure) {
 static PyMethodDef Core_methods[] = {
     {"feed", (PyCFunction)Core_feed, METH_O,
      "Read the next piece: None when certified, else the Python checker's verdict."},
+    {"settle", (PyCFunction)Core_settle, METH_NOARGS,
+     "True when the answer is surely valid without the full validation (False: no answer)."},
     {"finish_with", (PyCFunction)Core_finish_with, METH_O,
      "The stream is over with this verdict: every later feed returns it."},
     {NULL, NULL, 0, NULL},

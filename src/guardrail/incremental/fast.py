@@ -2,9 +2,11 @@
 
 The certifier (``_certify.c``) reads each piece in C and only ever says "nothing to report"; when
 it is unsure it hands the stream over to ``PythonChecker``, which replays the pieces so far and
-goes on alone. Verdicts are therefore always the Python checker's. Without the compiled module
-(no C compiler at install time, or built with ``GUARDRAIL_PURE_PYTHON=1``) the Python checker
-runs alone.
+goes on alone. Verdicts are therefore always the Python checker's. At the end it may settle the
+answer as valid by itself (``Certifier.settle``, see ``views.Closing``); otherwise, and for every
+violation, ``finish`` runs the full validation as the Python checker does. Without the
+compiled module (no C compiler at install time, or built with ``GUARDRAIL_PURE_PYTHON=1``) the
+Python checker runs alone.
 """
 
 from __future__ import annotations
@@ -70,8 +72,16 @@ class IncrementalChecker:
         taken over, or when the certifier isn't built)."""
         return self._core is not None and self._core.python is None
 
+    @property
+    def settled(self) -> bool:
+        """Whether the certifier alone knows the answer so far to be complete and valid, so
+        that ``finish`` skips the full validation (see ``views.Closing``)."""
+        return self._core is not None and self._core.python is None and self._core.settle()
+
     def finish(self) -> Violation | None:
-        """The answer is complete: validate it in full; its first violation, or None."""
+        """The answer is complete: its first violation, or None. The full validation decides,
+        unless the certifier read the whole root value and decided every keyword it met
+        (``settled``)."""
         if self._verdict is not None:
             return self._verdict[0]
         core = self._core
@@ -81,6 +91,8 @@ class IncrementalChecker:
             found = self._python.finish()
         elif core.python is not None:  # handed over
             found = core.python.finish()
+        elif core.settle():  # the certifier decided the end too (views.Closing)
+            found = None
         elif core.done:  # certified to the end of the root value: what only the end decides
             start, end = core.root
             found = verdict(self._compiled, "".join(core.pieces)[start:end])

@@ -7,6 +7,7 @@ checker asks a view whether a value's kind, a string, a number or a property nam
 from __future__ import annotations
 
 import contextlib
+import math
 import operator
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
 
-from ..validation import CompiledSchema, Schema, pattern_search
+from ..validation import CompiledSchema, Schema, pattern_search, strings_check
 
 KINDS: Final = ("object", "array", "string", "number", "boolean", "null")
 SCALARS: Final = frozenset(KINDS[2:])
@@ -83,6 +84,7 @@ BOUND_TEXT: Final = {
 }
 
 _MISSING: Final = object()
+_UNRESOLVED: Final = object()  # stands, among a view's schemas, for a $ref it could not follow
 _CACHED_KEYS: Final = 1024
 
 
@@ -268,6 +270,7 @@ class _Dialect:
     ref_overrides: bool  # drafts 4-7: "$ref" replaces its siblings
     tuple_items: bool  # before 2020-12: "items" may be an array, continued by "additionalItems"
     unknown: frozenset[str] = frozenset()  # keywords of later drafts, ignored by this one
+    closable: bool = True  # views may have a closing (draft-04: boolean exclusive bounds, ...)
 
     def known(self, schema: dict[str, Any]) -> dict[str, Any]:
         """``schema`` without the keywords this draft doesn't know."""
@@ -278,7 +281,7 @@ class _Dialect:
 
 _DIALECTS: Final = {
     "http://json-schema.org/draft-04/schema": _Dialect(
-        "id", True, True, frozenset({"const", "propertyNames"})
+        "id", True, True, frozenset({"const", "propertyNames"}), closable=False
     ),
     "http://json-schema.org/draft-06/schema": _Dialect("$id", True, True),
     "http://json-schema.org/draft-07/schema": _Dialect("$id", True, True),
@@ -289,6 +292,148 @@ _DIALECTS: Final = {
 Part = tuple[Any, Any]  # (subschema, the schema resource its "#..." refs resolve in)
 
 
+# -- Closing: what the certifier decides exactly, so that finish() may skip the full validation --
+#
+# The certifier (_certify.c) may answer ``finish`` itself, without parsing the document again,
+# when every subschema applying at every position it read uses only the keywords below, each
+# with a value of the expected shape. While streaming, its checks of these keywords are exact
+# (a value it lets through passes them); what only the end decides it counts as it reads
+# (``required``, ``minLength``, ``minItems``) or collects (strings under ``pattern`` or
+# ``format``, checked at the end against just those keywords). Anything else (``anyOf``,
+# ``uniqueItems``, numbers in an enum, ...) leaves the full validation in place.
+
+
+def _is_count(value: Any) -> bool:
+    return _count(value) is not None
+
+
+def _is_finite(value: Any) -> bool:
+    if not _number(value):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _is_plain_scalar(value: Any) -> bool:
+    return isinstance(value, str | bool) or value is None
+
+
+def _is_schema(value: Any) -> bool:
+    return isinstance(value, dict | bool)
+
+
+def _is_schema_list(value: Any) -> bool:
+    return isinstance(value, list) and all(map(_is_schema, value))
+
+
+# Keyword -> the shape of value the certifier decides exactly (annotations: any).
+_CLOSED_KEYWORDS: Final[dict[str, Callable[[Any], bool]]] = {
+    "$comment": lambda v: True,
+    "title": lambda v: True,
+    "description": lambda v: True,
+    "default": lambda v: True,
+    "examples": lambda v: True,
+    "readOnly": lambda v: True,
+    "writeOnly": lambda v: True,
+    "deprecated": lambda v: True,
+    "$defs": lambda v: isinstance(v, dict),
+    "definitions": lambda v: isinstance(v, dict),
+    "$ref": lambda v: isinstance(v, str),  # and it resolves (see _Compiler._flatten)
+    "allOf": _is_schema_list,
+    "type": lambda v: _type_names({"type": v}) is not None,
+    "enum": lambda v: isinstance(v, list) and all(map(_is_plain_scalar, v)),
+    "const": _is_plain_scalar,
+    "maxLength": _is_count,
+    "minLength": _is_count,
+    "pattern": lambda v: isinstance(v, str) and pattern_search(v) is not None,
+    "format": lambda v: isinstance(v, str),
+    "minimum": _is_finite,
+    "maximum": _is_finite,
+    "exclusiveMinimum": _is_finite,
+    "exclusiveMaximum": _is_finite,
+    "maxItems": _is_count,
+    "minItems": _is_count,
+    "maxProperties": _is_count,  # the certifier hands every object there to Python
+    "properties": lambda v: isinstance(v, dict) and all(map(_is_schema, v.values())),
+    "additionalProperties": _is_schema,
+    "required": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+}
+# Per dialect: the item keywords, as views read them.
+_CLOSED_ITEMS: Final[dict[bool, dict[str, Callable[[Any], bool]]]] = {
+    False: {"prefixItems": _is_schema_list, "items": _is_schema},
+    True: {
+        "items": lambda v: _is_schema(v) or _is_schema_list(v),
+        "additionalItems": _is_schema,
+    },
+}
+_MAX_REQUIRED: Final = 64  # the certifier keeps the names seen in an object as bits
+
+
+def _closed(schema: dict[str, Any], dialect: _Dialect, root: bool) -> bool:
+    """Whether the certifier decides every keyword of ``schema`` exactly."""
+    items = _CLOSED_ITEMS[dialect.tuple_items]
+    for keyword, value in schema.items():
+        shape = _CLOSED_KEYWORDS.get(keyword) or items.get(keyword)
+        if shape is None:
+            if root and keyword in ("$schema", dialect.id_keyword):
+                continue  # the root's own: the dialect views follow, the refs' base
+            return False
+        if not shape(value):
+            return False
+    if dialect.ref_overrides and "$ref" in schema:  # its siblings must say nothing
+        return all(
+            k in _ANNOTATION_KEYWORDS or (root and k in ("$schema", dialect.id_keyword))
+            for k in schema
+            if k != "$ref"
+        )
+    return True
+
+
+_ANNOTATION_KEYWORDS: Final = frozenset(
+    {"$comment", "title", "description", "default", "examples", "readOnly", "writeOnly"}
+    | {"deprecated", "$defs", "definitions"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """What the certifier checks at one position for ``finish`` to skip the full validation."""
+
+    min_length: int  # of a string here
+    min_items: int  # of an array here
+    required: dict[str, int]  # property name -> its bit among the names seen in an object
+    strings: Callable[[Any], bool] | None  # tests a list of the strings here (pattern, format)
+
+
+def _closing(schemas: list[Any], compiler: _Compiler) -> Closing | None:
+    """The closing of a position whose subschemas are ``schemas`` (every one, not only those
+    views read), or None when some keyword is beyond the certifier."""
+    if not compiler.closable:
+        return None
+    dicts = [s for s in schemas if isinstance(s, dict)]
+    if len(dicts) + sum(s is False for s in schemas) < len(schemas):
+        return None  # an unresolved $ref, or a schema that is not one
+    if not all(_closed(s, compiler.dialect, s is compiler.schema) for s in dicts):
+        return None
+    names = list(dict.fromkeys(n for s in dicts for n in s.get("required", ())))
+    if len(names) > _MAX_REQUIRED:
+        return None
+    string_keywords = tuple(
+        (keyword, s[keyword]) for s in dicts for keyword in ("pattern", "format") if keyword in s
+    )
+    strings = None
+    if string_keywords:
+        strings = strings_check(compiler.draft, string_keywords)
+    return Closing(
+        max((n for s in dicts if (n := _count(s.get("minLength"))) is not None), default=0),
+        max((n for s in dicts if (n := _count(s.get("minItems"))) is not None), default=0),
+        {name: bit for bit, name in enumerate(names)},
+        strings,
+    )
+
+
 class View:
     """The subschemas applying at one instance position, and what they decide early.
 
@@ -297,11 +442,13 @@ class View:
 
     __slots__ = (
         "_children",
+        "_closing",
         "_compiler",
         "_items",
         "_keys",
         "_prefix_len",
         "bounds",
+        "every",
         "fast",
         "integer",
         "max_items",
@@ -313,8 +460,12 @@ class View:
         "strings",
     )
 
-    def __init__(self, compiler: _Compiler, parts: tuple[Part, ...]) -> None:
+    def __init__(
+        self, compiler: _Compiler, parts: tuple[Part, ...], every: tuple[Any, ...] = ()
+    ) -> None:
         self._compiler = compiler
+        self.every = every  # every subschema met here, views read them or not (see closing)
+        self._closing: Closing | object | None = _MISSING
         self._children: dict[str, View | None] = {}
         self._items: dict[int, View] = {}
         known = compiler.dialect.known
@@ -342,7 +493,9 @@ class View:
         refused kinds as bits, maxItems, a string's maxLength and choices, integer-only, each
         enum/const's scalars (numbers as floats, true/false/null as bits 1/2/4), bounds as
         (operator, float limit), maxProperties set, property names refused, their maxLength and
-        choices, the length of the item prefix. Absent limits are -1."""
+        choices, the length of the item prefix, and the closing (see ``closing``) as
+        (minLength, minItems, required name -> bit, strings test or None), or None. Absent
+        limits are -1."""
         strings = self.strings
         key_rules: StringRules | None = None
         key_refused = False
@@ -366,7 +519,18 @@ class View:
             -1 if key_rules is None else _limit(key_rules.max_length),
             _choice_tuples(key_rules),
             self._prefix_len,
+            None
+            if (c := self.closing()) is None
+            else (c.min_length, c.min_items, c.required, c.strings),
         )
+
+    def closing(self) -> Closing | None:
+        """What the certifier must check here at the end of a stream so that ``finish`` can
+        skip the full validation; None when some keyword here is beyond it (then a stream
+        passing here is validated in full)."""
+        if self._closing is _MISSING:
+            self._closing = _closing(list(self.every), self._compiler)
+        return self._closing  # type: ignore[return-value]
 
     def key_rules(self) -> tuple[StringRules | None, tuple[str, str] | None]:
         """Rules for this object's property names (closed names, ``propertyNames``) and the
@@ -434,7 +598,8 @@ class View:
                     parts.append((prefix[index], resource))
                 elif rest is not None:
                     parts.append((rest, resource))
-            hit = self._items[index] = self._compiler.view(parts)
+            # setdefault: the first stored view stays (the certifier keeps pointers to it)
+            hit = self._items.setdefault(index, self._compiler.view(parts))
         return hit
 
 
@@ -495,39 +660,51 @@ def _split_items(schema: dict[str, Any], dialect: _Dialect) -> tuple[list[Any], 
 
 
 class _Compiler:
-    """Builds (and caches) the views of one schema."""
+    """Builds (and caches) the views of one schema (of draft ``draft``; ``closable``: whether
+    views may ever have a closing)."""
 
-    __slots__ = ("_patterns", "_views", "dialect", "schema")
+    __slots__ = ("_patterns", "_views", "closable", "dialect", "draft", "schema")
 
-    def __init__(self, schema: Schema, dialect: _Dialect) -> None:
+    def __init__(self, schema: Schema, draft: str, closable: bool = True) -> None:
         self.schema = schema
-        self.dialect = dialect
+        self.draft = draft
+        self.dialect = _DIALECTS[draft]
+        self.closable = closable and self.dialect.closable
         self._views: dict[tuple[int, ...], View] = {}
         self._patterns: dict[str, Callable[[str], bool | None] | None] = {}
 
     def view(self, parts: Iterable[Part]) -> View:
         flat: list[Part] = []
+        every: list[Any] = []
         seen: set[int] = set()
         for schema, resource in parts:
-            self._flatten(schema, resource, flat, seen)
-        key = tuple(id(s) for s, _ in flat)
+            self._flatten(schema, resource, flat, seen, every)
+        key = tuple(map(id, every))  # every schema met: the closing depends on them all
         hit = self._views.get(key)
         if hit is None:
-            hit = self._views[key] = View(self, tuple(flat))
+            hit = self._views[key] = View(self, tuple(flat), tuple(every))
         return hit
 
-    def _flatten(self, schema: Any, resource: Any, out: list[Part], seen: set[int]) -> None:
+    def _flatten(
+        self, schema: Any, resource: Any, out: list[Part], seen: set[int], every: list[Any]
+    ) -> None:
         if schema is False and id(schema) not in seen:
             seen.add(id(schema))
             out.append((schema, resource))
-        if not isinstance(schema, dict) or id(schema) in seen:
+            every.append(schema)
+        if schema is True or schema is False or id(schema) in seen:
             return
         seen.add(id(schema))
+        every.append(schema)
+        if not isinstance(schema, dict):
+            return
         ref = schema.get("$ref")
         if ref is not None and self.dialect.ref_overrides:
             target = self._resolve(ref, resource)
             if target is not None:
-                self._flatten(*target, out, seen)
+                self._flatten(*target, out, seen, every)
+            else:
+                every.append(_UNRESOLVED)
             return
         own_id = schema.get(self.dialect.id_keyword)
         if isinstance(own_id, str) and not own_id.startswith("#"):
@@ -537,10 +714,12 @@ class _Compiler:
         if ref is not None:
             target = self._resolve(ref, resource)
             if target is not None:
-                self._flatten(*target, out, seen)
+                self._flatten(*target, out, seen, every)
+            else:
+                every.append(_UNRESOLVED)
         parts = schema.get("allOf")
         for part in parts if isinstance(parts, list) else ():
-            self._flatten(part, resource, out, seen)
+            self._flatten(part, resource, out, seen, every)
 
     def _resolve(self, ref: Any, resource: Any) -> Part | None:
         """The target of a local ``#`` or ``#/json/pointer`` ref, with its resource."""
@@ -575,7 +754,8 @@ class _Compiler:
         return None if search is None else search(key)
 
 
-_EMPTY_COMPILER: Final = _Compiler(True, _DIALECTS["https://json-schema.org/draft/2020-12/schema"])
+# For a dialect views can't follow: syntax only, and never a closing.
+_EMPTY_COMPILER: Final = _Compiler(True, "https://json-schema.org/draft/2020-12/schema", False)
 _roots: dict[str, View] = {}
 _ROOTS_CACHED: Final = 256
 
@@ -583,11 +763,11 @@ _ROOTS_CACHED: Final = 256
 def root_view(compiled: CompiledSchema) -> View:
     hit = _roots.get(compiled.fingerprint)
     if hit is None:
-        dialect = _DIALECTS.get(compiled.draft)
-        if dialect is None:  # a dialect we can't follow: check syntax only
+        if compiled.draft not in _DIALECTS:  # a dialect we can't follow: check syntax only
             hit = _EMPTY_COMPILER.view(())
         else:
-            hit = _Compiler(compiled.schema, dialect).view([(compiled.schema, compiled.schema)])
+            compiler = _Compiler(compiled.schema, compiled.draft)
+            hit = compiler.view([(compiled.schema, compiled.schema)])
         if len(_roots) >= _ROOTS_CACHED:
             _roots.pop(next(iter(_roots), ""), None)  # threads may evict the same one
         _roots[compiled.fingerprint] = hit
