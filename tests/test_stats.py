@@ -296,12 +296,13 @@ def test_progressive_streams_are_counted_when_they_end(proxy: Proxy) -> None:
 
 
 def test_failing_paths_are_bounded_per_schema(proxy: Proxy) -> None:
-    bad = '{"title": "Printer", "priority": "asap", "category": "bug", "tags": ["a", "a"]}'
+    tags = ", ".join(f'"t{i}"' for i in range(11))  # maxItems is 10
+    bad = f'{{"title": "Printer", "priority": "asap", "category": "bug", "tags": [{tags}]}}'
     client, _ = proxy(bad, stats_max_paths=1)
     assert chat(client, "ticket").status_code == 422
     paths = client.get("/guardrail/stats").json()["failing_paths"]
     assert [(p["path"], p["keywords"]) for p in paths] == [
         ("/priority", {"enum": 3}),  # errors come sorted by path: /priority is seen first
-        ("other", {"uniqueItems": 3}),
+        ("other", {"maxItems": 3}),
     ]
     assert 'path="other"' in client.get("/metrics").text

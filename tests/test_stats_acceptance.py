@@ -39,13 +39,15 @@ FIXABLE = {
 }
 BAD = {
     "person": '{"name": "Ada", "age": -3}',
-    "ticket": '{"title": "Printer", "priority": "asap", "category": "bug", "tags": ["a", "a"]}',
+    "ticket": '{"title": "Printer", "priority": "asap", "category": "bug", "tags": '
+    + str([f"t{i}" for i in range(11)]).replace("'", '"')  # 11 tags: maxItems is 10
+    + "}",
     "review": '{"sentiment": "positive", "rating": 9, "summary": "x", "pros": [["x"], "a", {}]}',
 }
 # What each BAD output fails, paths folded: one count per failed attempt.
 BAD_PATHS = {
     "person": {("/age", "minimum")},
-    "ticket": {("/priority", "enum"), ("/tags", "uniqueItems")},
+    "ticket": {("/priority", "enum"), ("/tags", "maxItems")},
     "review": {("/rating", "maximum"), ("/pros/*", "type")},
 }
 ATTEMPTS = {"valid": 1, "repaired": 1, "reasked": 2, "failed": 3, "unchecked": 0, "error": 1}

@@ -149,6 +149,7 @@ _LIBERTIES: Final[dict[str, str]] = {
     "control_characters": "escaped raw control characters inside strings",
     "truncated": "closed a truncated answer, dropping its incomplete last item",
     "leading_plus": "read numbers written with a leading '+' or '.'",
+    "mismatched_brackets": "read a wrong closing bracket (']' for '}', '}' for ']') as the due one",
 }
 _ESCAPES: Final[dict[str, str]] = {
     '"': '"',
@@ -267,6 +268,12 @@ class _LenientParser:
             return False  # the loop records the truncation
         c = self.text[self.i]
         if c == close:
+            self.i += 1
+            return True
+        if c in "]}":
+            # "[{...}}, ...": the other closer where this one was due; reading it as the due one
+            # is the only reading that keeps the rest of the text inside the value.
+            self.used["mismatched_brackets"] = None
             self.i += 1
             return True
         if c == ",":
@@ -388,7 +395,16 @@ def parse_lenient(text: str) -> tuple[Any, list[Repair]]:
 # --------------------------------------------------------------------------------------------
 
 _INTEGER = re.compile(r"\s*-?\d+\s*")
+_INTEGRAL = re.compile(r"\s*-?\d+\.0*\s*")  # "4.0": an integer written with a zero fraction
 _FLOAT = re.compile(r"\s*-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*")
+# An amount as people write it: a currency sign or ISO code on one side, and thousands
+# separators only when a decimal point follows ("1,234.50"). "1,200" and "12,50" stay unread:
+# the comma could be a decimal comma, so either reading would be a guess.
+_AMOUNT = re.compile(
+    r"\s*(?P<pre>[$€£¥₹]|(?:USD|EUR|GBP|JPY|CHF|CAD|AUD|CNY|INR|SEK|NOK|DKK|PLN|CZK)(?![A-Z]))?"
+    r"\s*(?P<num>-?(?:\d{1,3}(?:,\d{3})+\.\d+|\d+(?:\.\d+)?|\.\d+))\s*"
+    r"(?P<post>[$€£¥₹]|USD|EUR|GBP|JPY|CHF|CAD|AUD|CNY|INR|SEK|NOK|DKK|PLN|CZK)?\s*"
+)
 _NO: Final = object()
 
 
@@ -411,6 +427,8 @@ def _json_type(value: Any) -> str:
 def _to_integer(value: Any) -> Any:
     if isinstance(value, str) and _INTEGER.fullmatch(value):
         return int(value)
+    if isinstance(value, str) and _INTEGRAL.fullmatch(value):
+        return int(value.strip().split(".")[0])
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return _NO
@@ -421,6 +439,26 @@ def _to_number(value: Any) -> Any:
         number = float(value)
         return int(number) if _INTEGER.fullmatch(value) else number
     return _NO
+
+
+def _amount(value: Any) -> Any:
+    """ "$12.50" -> 12.5, "1,234.50 EUR" -> 1234.5: the number of an amount, without its unit."""
+    if not isinstance(value, str):
+        return _NO
+    match = _AMOUNT.fullmatch(value)
+    if match is None or (match["pre"] and match["post"]):
+        return _NO
+    number = match["num"].replace(",", "")
+    if not (match["pre"] or match["post"] or "," in match["num"]):
+        return _NO  # a plain number: coerce_type's business
+    return int(number) if _INTEGER.fullmatch(number) else float(number)
+
+
+def _amount_integer(value: Any) -> Any:
+    number = _amount(value)
+    if isinstance(number, float):
+        return int(number) if number.is_integer() else _NO
+    return number
 
 
 def _to_boolean(value: Any) -> Any:
@@ -462,6 +500,12 @@ COERCIONS: Final[dict[str, Callable[[Any], Any]]] = {
     "string": _to_string,
     "object": _embedded(dict),
     "array": _embedded(list),
+}
+
+# Readings of a written-out value, tried after COERCIONS, each under its own step name.
+FORMATTED: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
+    "integer": ("number_format", _amount_integer),
+    "number": ("number_format", _amount),
 }
 
 
@@ -526,6 +570,11 @@ class _Coercer:
             if new is not _NO:
                 self.note("coerce_type", path, f"{actual} {_show(value)} -> {target}")
                 return new
+            formatted = FORMATTED.get(target)
+            new = formatted[1](value) if formatted else _NO
+            if formatted and new is not _NO:
+                self.note(formatted[0], path, f"{_show(value)} -> {_show(new)}")
+                return new
         return value
 
     def coerce_enum(self, value: Any, node: dict[str, Any], path: list[str | int]) -> Any:
@@ -544,8 +593,23 @@ class _Coercer:
     ) -> dict[str, Any]:
         properties, patterns = _dict_at(node, "properties"), _dict_at(node, "patternProperties")
         extra = node.get("additionalProperties", True)
+        required = node.get("required")
         result: dict[str, Any] = {}
+        renames = _renames(value, properties, patterns)
         for key, item in value.items():
+            if key in renames:
+                self.note("rename_key", [*path, key], f"{_show(key)} -> {_show(renames[key])}")
+                key = renames[key]
+            if (
+                item == ""
+                and key in properties
+                and not (isinstance(required, list) and key in required)
+                and _rejects_empty(self.resolve(properties[key]))
+            ):
+                # "" in an optional field says "not known" (a template filled in): the same as
+                # leaving the field out, which the schema allows; "" itself it does not.
+                self.note("drop_empty", [*path, key], "dropped an empty optional value")
+                continue
             if key in properties:
                 result[key] = self.coerce(item, properties[key], [*path, key])
             elif any(_search(p, key) for p in patterns):
@@ -568,13 +632,92 @@ class _Coercer:
             schemas = [*items] + [node.get("additionalItems")] * max(0, len(value) - len(items))
         else:
             schemas = [items] * len(value)
-        return [
+        result = [
             item if sub is None else self.coerce(item, sub, [*path, index])
             for index, (item, sub) in enumerate(zip(value, schemas, strict=False))
         ]
+        if node.get("uniqueItems") is True:
+            return self.dedupe(result, path)
+        return result
+
+    def dedupe(self, value: list[Any], path: list[str | int]) -> list[Any]:
+        """Drop items identical to an earlier one: the schema says the array is a set."""
+        seen: set[bytes] = set()
+        kept: list[Any] = []
+        for item in value:
+            try:
+                # Identical as written, key order aside: 1 and 1.0 or true and 1 stay apart.
+                canonical = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+            except TypeError:
+                return value
+            if canonical not in seen:
+                seen.add(canonical)
+                kept.append(item)
+        if len(kept) < len(value):
+            self.note("dedupe_items", path, f"dropped {len(value) - len(kept)} repeated items")
+        return kept
 
     def note(self, step: str, path: list[str | int], detail: str) -> None:
         self.repairs.append(Repair(step, json_pointer(path), detail))
+
+
+# Formats that no empty string satisfies.
+_NONEMPTY_FORMATS: Final = frozenset(
+    {
+        "date",
+        "date-time",
+        "time",
+        "email",
+        "idn-email",
+        "uri",
+        "iri",
+        "uuid",
+        "ipv4",
+        "ipv6",
+        "hostname",
+        "idn-hostname",
+        "duration",
+    }
+)
+
+
+def _rejects_empty(node: Any) -> bool:
+    """Whether a schema plainly refuses the empty string (a format, a length, an enum, a
+    pattern); anything it cannot tell from those keywords counts as accepting it."""
+    if not isinstance(node, dict):
+        return False
+    enum, pattern, min_length = node.get("enum"), node.get("pattern"), node.get("minLength")
+    return (
+        node.get("format") in _NONEMPTY_FORMATS
+        or (isinstance(min_length, int) and min_length >= 1)
+        or (isinstance(enum, list) and "" not in enum)
+        or ("const" in node and node["const"] != "")
+        or (isinstance(pattern, str) and not _search(pattern, ""))
+    )
+
+
+def _key_form(key: str) -> str:
+    return re.sub(r"[\s_-]", "", key).casefold()
+
+
+def _renames(
+    value: dict[str, Any], properties: dict[str, Any], patterns: dict[str, Any]
+) -> dict[str, str]:
+    """Keys that spell a property differently (case, snake/camel/kebab case) -> that property:
+    "customerEmail" -> "customer_email". Only unambiguous ones: the key matches no property or
+    pattern as written, its spelling matches exactly one property, that property is not in the
+    object already, and no other key of the object spells it too."""
+    forms: dict[str, list[str]] = {}
+    for prop in properties:
+        forms.setdefault(_key_form(prop), []).append(prop)
+    wanted: dict[str, list[str]] = {}
+    for key in value:
+        if key in properties or any(_search(p, key) for p in patterns):
+            continue
+        matches = forms.get(_key_form(key), [])
+        if len(matches) == 1 and matches[0] not in value:
+            wanted.setdefault(matches[0], []).append(key)
+    return {keys[0]: prop for prop, keys in wanted.items() if len(keys) == 1}
 
 
 def _dict_at(node: dict[str, Any], key: str) -> dict[str, Any]:
@@ -616,14 +759,27 @@ def coerce(value: Any, schema: Schema) -> tuple[Any, list[Repair]]:
     return result, coercer.repairs
 
 
-def _unwrapped(value: Any, schema: Schema) -> Any:
-    """{"person": {...}} -> {...} when the schema wants an object without a 'person' property."""
-    if not (isinstance(value, dict) and len(value) == 1 and isinstance(schema, dict)):
-        return _NO
-    ((key, inner),) = value.items()
-    if not isinstance(inner, dict) or key in _dict_at(schema, "properties"):
-        return _NO
-    return inner
+MAX_UNWRAP: Final = 3  # envelope levels looked through
+
+
+def _unwrapped(value: Any, schema: Schema) -> tuple[str, Any] | None:
+    """The object inside an envelope: {"person": {...}} or {"type": "json", "data": {...}} ->
+    {...}, when none of the envelope's keys is a property of the schema, exactly one of its
+    members is an object and the others are scalars or lists of scalars (labels such as
+    "type": "json"): nothing else in the envelope could be the answer."""
+    if not (isinstance(value, dict) and value and isinstance(schema, dict)):
+        return None
+    properties = _dict_at(schema, "properties")
+    if not properties or any(key in properties for key in value):
+        return None
+    inner = [(key, item) for key, item in value.items() if isinstance(item, dict)]
+    nested = any(
+        isinstance(item, list) and any(isinstance(x, dict | list) for x in item)
+        for item in value.values()
+    )
+    if len(inner) != 1 or nested:
+        return None
+    return inner[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,12 +850,15 @@ def _readings(value: Any, schema: Schema) -> Iterator[tuple[Any, list[Repair]]]:
     coerced, repairs = coerce(value, schema)
     if repairs:
         yield coerced, repairs
-    inner = _unwrapped(value, schema)
-    if inner is not _NO:
-        key = next(iter(value))
-        step = Repair("unwrap", "", f"took the value of the single wrapper property {key!r}")
-        coerced, repairs = coerce(inner, schema)
-        yield coerced, [step, *repairs]
+    steps: list[Repair] = []
+    for _ in range(MAX_UNWRAP):
+        found = _unwrapped(value, schema)
+        if found is None:
+            return
+        key, value = found
+        steps.append(Repair("unwrap", "", f"took the object under the wrapper property {key!r}"))
+        coerced, repairs = coerce(value, schema)
+        yield coerced, [*steps, *repairs]
 
 
 def _picked(found: list[Candidate], chosen: Candidate) -> tuple[Repair, ...]:

@@ -29,7 +29,7 @@ from jsonschema import Draft202012Validator
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = HERE.parent.parent / "schemas"
 DEFAULT_CORPUS = HERE / "corpus.jsonl"
-KEYS = {"id", "schema", "model", "prompt", "output", "expected", "expected_value", "note"}
+KEYS = {"id", "schema", "round", "model", "prompt", "output", "expected", "expected_value", "note"}
 LABELS = ("valid", "repaired", "failed")
 MIN_CASES = 100
 MIN_PER_SCHEMA = 15

