@@ -571,11 +571,18 @@ static int string_done(Core *c, Py_ssize_t end) {
     return OK;
 }
 
+/* The cache slot of a name in a view: from the view, the length and four characters (the
+ * entry's full comparison decides; names differing only elsewhere merely share a slot). */
 static inline Py_uhash_t key_hash(PyObject *view, int kind, const void *data, Py_ssize_t a,
                                   Py_ssize_t b) {
-    uint64_t h = (uint64_t)(uintptr_t)view * 0x9E3779B97F4A7C15u;
-    for (Py_ssize_t k = a; k < b; k++) h = (h ^ PyUnicode_READ(kind, data, k)) * 0x100000001B3u;
-    h ^= h >> 32;
+    uint64_t h = (uint64_t)(uintptr_t)view ^ (uint64_t)(b - a) << 48;
+    if (b > a) {
+        Py_ssize_t len = b - a;
+        h ^= (uint64_t)PyUnicode_READ(kind, data, a) << 8;
+        h ^= (uint64_t)PyUnicode_READ(kind, data, a + len / 2) << 16;
+        h ^= (uint64_t)PyUnicode_READ(kind, data, b - 1) << 24;
+        h ^= (uint64_t)PyUnicode_READ(kind, data, a + (len - 1) / 3) << 32;
+    }
     h *= 0x9E3779B97F4A7C15u;
     return (Py_uhash_t)(h ^ (h >> 29));
 }

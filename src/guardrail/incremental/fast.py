@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any, Final
 
 from ..validation import CompiledSchema, Schema, Violation, compile_schema
 from .checker import PythonChecker, verdict, wants_container
-from .views import root_view
+from .views import View, root_view
 
 try:
     from ._certify import Certifier
@@ -35,6 +36,24 @@ def _replay(schema: Schema, pieces: list[str]) -> tuple[PythonChecker, Violation
         if found is not None:
             break
     return checker, found
+
+
+_Setup = tuple[CompiledSchema, View, bool, Callable[[list[str]], Any]]
+_setups: dict[int, _Setup] = {}
+_SETUPS_CACHED: Final = 256
+
+
+def _setup(schema: Schema, compiled: CompiledSchema) -> _Setup:
+    """What every certifier of ``compiled`` starts from (root view, whether prose before the
+    root is skipped, the replay), made once per compiled schema: it is on every stream's path."""
+    hit = _setups.get(id(compiled))
+    if hit is None or hit[0] is not compiled:
+        root = root_view(compiled)
+        hit = (compiled, root, wants_container(root), partial(_replay, schema))
+        if len(_setups) >= _SETUPS_CACHED:
+            _setups.pop(next(iter(_setups), 0), None)  # threads may evict the same one
+        _setups[id(compiled)] = hit
+    return hit
 
 
 class IncrementalChecker:
@@ -57,8 +76,8 @@ class IncrementalChecker:
         self._compiled: CompiledSchema = compile_schema(schema)
         self._verdict: tuple[Violation | None] | None = None
         if ACCELERATED:
-            root = root_view(self._compiled)
-            self._core = Certifier(root, wants_container(root), partial(_replay, schema))
+            _, root, skips_prose, replay = _setup(schema, self._compiled)
+            self._core = Certifier(root, skips_prose, replay)
             self._python = None
             self.feed = self._core.feed
         else:
