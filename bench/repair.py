@@ -1,13 +1,16 @@
 """How many real model outputs does guardrail's repair make conform, next to json_repair?
 
-On the hand-labelled corpus of raw SmolLM2-135M-Instruct outputs (tests/data/corpus.jsonl), side
-by side on the same inputs:
+On the hand-labelled corpus of raw small-model outputs (tests/data/corpus.jsonl: SmolLM2-135M-
+Instruct and Gemma 3 270M, in rounds, see tests/data/make_corpus.py), side by side on the same
+inputs:
   as is        orjson.loads + validation, no repair;
   json_repair  the json_repair package's repair_json + validation;
   guardrail    guardrail.validate (repair steps + schema-aligned coercion + validation).
 A "false accept" is an output the tool calls conforming although its hand label is "failed", or
 whose value fails the schema under the independent Python jsonschema validator.
-Target: guardrail >= 5 points ahead of json_repair, with 0 false accepts.
+Target: guardrail >= 5 points ahead of json_repair, with 0 false accepts. A second table gives
+the same per round (each round is one model, engine and prompting style), so the lead per source
+shows.
 
     .venv/bin/python bench/repair.py
 """
@@ -82,28 +85,57 @@ def main() -> int:
         f"{time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores; "
         f"{len(cases)} outputs, labelled {labels}"
     )
+    # tool -> case id -> (conforms, false accept, matches the hand-extracted value)
+    outcomes: dict[str, dict[str, tuple[bool, bool, bool]]] = {}
+    for tool, run in TOOLS.items():
+        outcomes[tool] = {}
+        for case in cases:
+            value = run(schemas[case["schema"]], case["output"])
+            if value is _MISSING:
+                outcomes[tool][case["id"]] = (False, False, False)
+                continue
+            wrong = case["expected"] == "failed" or not checkers[case["schema"]].is_valid(value)
+            expected = case.get("expected_value")
+            outcomes[tool][case["id"]] = (True, wrong, value == expected)
+
+    def count(tool: str, group: list[dict[str, Any]], field: int) -> int:
+        return sum(outcomes[tool][case["id"]][field] for case in group)
+
     print("| tool | conforming | rate | false accepts | matches the hand-extracted value |")
     print("|---|---|---|---|---|")
     rates: dict[str, float] = {}
     false_accepts: dict[str, int] = {}
-    for tool, run in TOOLS.items():
-        conforming = wrong = matches = 0
-        for case in cases:
-            value = run(schemas[case["schema"]], case["output"])
-            if value is _MISSING:
-                continue
-            conforming += 1
-            if case["expected"] == "failed" or not checkers[case["schema"]].is_valid(value):
-                wrong += 1
-            expected = case.get("expected_value")
-            if expected is None and case["expected"] == "valid":
-                expected = orjson.loads(case["output"])
-            matches += value == expected
+    for tool in TOOLS:
+        conforming = count(tool, cases, 0)
         rates[tool] = 100 * conforming / len(cases)
-        false_accepts[tool] = wrong
+        false_accepts[tool] = count(tool, cases, 1)
         print(
-            f"| {tool} | {conforming} / {len(cases)} | {rates[tool]:.1f}% | {wrong} | {matches} |"
+            f"| {tool} | {conforming} / {len(cases)} | {rates[tool]:.1f}% | "
+            f"{false_accepts[tool]} | {count(tool, cases, 2)} |"
         )
+    print()
+    print(
+        "| round | model | cases | valid / repaired / failed (labels) | as is | json_repair "
+        "| guardrail | lead (points) | false accepts json_repair / guardrail |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in sorted({case["round"] for case in cases}):
+        group = [case for case in cases if case["round"] == name]
+        n = len(group)
+        by_label = " / ".join(
+            str(sum(c["expected"] == k for c in group)) for k in ("valid", "repaired", "failed")
+        )
+        models = ", ".join(sorted({case["model"] for case in group}))
+        lead = 100 * (count("guardrail", group, 0) - count("json_repair", group, 0)) / n
+        wrong = f"{count('json_repair', group, 1)} / {count('guardrail', group, 1)}"
+        print(
+            f"| {name} | {models} | {n} | {by_label} | "
+            + " | ".join(
+                f"{count(t, group, 0)} ({100 * count(t, group, 0) / n:.1f}%)" for t in TOOLS
+            )
+            + f" | {lead:+.1f} | {wrong} |"
+        )
+    print()
     lead = rates["guardrail"] - rates["json_repair"]
     ok = lead >= 5 and false_accepts["guardrail"] == 0
     print(
