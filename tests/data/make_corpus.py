@@ -28,9 +28,9 @@ Both GGUF files come from the installed packages (found with ``importlib.util.fi
 Gemma chunks are joined once by the package's own ``assemble()`` into ~/.cache); nothing is
 downloaded. Case ids, prompts and sampling seeds are stable, and generation is deterministic for a
 given ``--threads`` (default 1). ``--schemas`` and ``--rounds`` regenerate a subset; rounds a-c take
-about 40-60 minutes on two CPU cores, d and e about 10 minutes each. Progress goes to
-``corpus.partial.jsonl`` next to the output, so an interrupted run resumes where it stopped; that
-file is removed when the run completes.
+about 40-60 minutes on two CPU cores, d and e about 5 minutes together (llama.cpp, one thread).
+Progress goes to ``corpus.partial.jsonl`` next to the output, so an interrupted run resumes where it
+stopped; that file is removed when the run completes.
 
 The output file holds one JSON object per line in the corpus format (``round`` names the round,
 ``model`` the model). The labels (``expected``,
