@@ -952,6 +952,12 @@ static inline __attribute__((always_inline)) int scan_as(Core *c, PyObject *text
             if (whole_key) {
                 if (key_read(c, text, kind, data, i, j) != OK) return HAND_OVER;
                 i = j + 1;
+                if (i < n && PyUnicode_READ(kind, data, i) == ':') { /* the usual "name": */
+                    Frame *f = &c->stack[c->depth - 1];
+                    set_next(c, Py_NewRef(f->child), f->child_info);
+                    c->state = S_VALUE;
+                    i++;
+                }
                 break;
             }
             i = j;
