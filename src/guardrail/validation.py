@@ -323,12 +323,18 @@ def pattern_search(pattern: str) -> Callable[[str], bool | None] | None:
     return search
 
 
-def strings_check(draft: str, keywords: tuple[tuple[str, Any], ...]) -> Callable[[Any], bool]:
+def strings_check(
+    draft: str, keywords: tuple[tuple[str, Any], ...]
+) -> Callable[[Any], bool] | None:
     """A test that every string of a list passes ``keywords`` (``pattern``, ``format``), judged
     as the compiled schema of draft ``draft`` judges them: the same engine, formats asserted.
-    The incremental checker runs it at the end of a stream on the strings it collected."""
+    The incremental checker runs it at the end of a stream on the strings it collected. None
+    when it can't be built."""
     subschema = {"allOf": [{keyword: value} for keyword, value in keywords]}
-    validator = _DRAFTS[draft]({"items": subschema}, validate_formats=True)
+    try:
+        validator = _DRAFTS[draft]({"items": subschema}, validate_formats=True)
+    except (jsonschema_rs.ValidationError, ValueError, TypeError, KeyError):
+        return None
     return validator.is_valid  # type: ignore[no-any-return]
 
 

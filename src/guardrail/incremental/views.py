@@ -426,6 +426,8 @@ def _closing(schemas: list[Any], compiler: _Compiler) -> Closing | None:
     strings = None
     if string_keywords:
         strings = strings_check(compiler.draft, string_keywords)
+        if strings is None:
+            return None
     return Closing(
         max((n for s in dicts if (n := _count(s.get("minLength"))) is not None), default=0),
         max((n for s in dicts if (n := _count(s.get("minItems"))) is not None), default=0),
