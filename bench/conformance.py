@@ -10,10 +10,19 @@ Needs the real-model extras (scripts/install --realmodel). Target: guardrail >= 
 
     .venv/bin/python bench/conformance.py [--repeats 4]
 
-``--target local``: the embedded local model (guardrail.local, transformers + outlines), the same
-prompts with the constraint on and off, each answer checked as generated (first try, no repair):
-conformance, failing keywords, tokens/s, p50/p95 latency, and compile time per schema cold and
-cached. ``--backends`` compares the structured-generation backends (target >= 99% constrained).
+``--target local``: the served path, as users get it: ``guardrail serve`` with no upstream (the
+embedded local model), the same prompts and schemas, each request sent twice:
+
+  constrained    with ``X-Guardrail-Schema`` and ``X-Guardrail-Max-Attempts: 1`` (on failure:
+                 passthrough): the first generation under the token-level constraint, then
+                 guardrail's check. "First try, as generated" = outcome ``valid``; "first try,
+                 after repair" = ``valid`` or ``repaired`` (still one generation, no re-ask). A
+                 miss is sent again with re-asks on (same seed, not timed) for the "final" column;
+  unconstrained  the same body without the header (passed through unchecked), checked here as
+                 generated and after guardrail's repair.
+
+Also tokens/s, p50/p95 latency per request, the relaxed and narrowed headers, and compile time
+per schema cold and cached (an idle in-process engine). Target: >= 99% constrained first try.
 
     .venv/bin/python bench/conformance.py --target local [--repeats 4] [--backends llguidance]
 """
@@ -25,6 +34,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -116,7 +126,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=4, help="runs of each prompt (seeds)")
     parser.add_argument("--target", choices=["llama", "local"], default="llama")
     parser.add_argument("--backends", default="llguidance", help="local: comma-separated")
-    parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument(
+        "--max-tokens", type=int, default=None, help="local: unset = the local default (512)"
+    )
     parser.add_argument("--texts", type=int, default=5, help="local: texts per schema")
     parser.add_argument("--unconstrained", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
@@ -210,125 +222,272 @@ def main() -> int:
 
 @dataclass
 class LocalTally:
-    conforming: int = 0
+    """One way of asking (constrained through guardrail, or the same request unconstrained)."""
+
     total: int = 0
-    failing: Counter[str] = field(default_factory=Counter)
+    raw: int = 0  # the first generation conforms as generated
+    repaired: int = 0  # ... or after guardrail's repair (no re-ask): "conforming first try"
+    final: int = 0  # conforming in the end (guardrail's re-asks included; unconstrained: repair)
+    false_accepts: int = 0  # answered as conforming but invalid on re-validation
+    failing: Counter[str] = field(default_factory=Counter)  # keywords of first-try misses
     latency: list[float] = field(default_factory=list)
-    tokens: int = 0
-    seconds: float = 0.0
-    fallbacks: int = 0
-    by_schema: Counter[str] = field(default_factory=Counter)
+    tokens: int = 0  # completion tokens of the timed (first-try) requests
+    cut: int = 0  # first generations that ended at max_tokens
+    by_schema: Counter[str] = field(default_factory=Counter)  # conforming first try (repaired)
 
     def row(self, way: str) -> str:
         p50 = statistics.median(self.latency)
         p95 = statistics.quantiles(self.latency, n=20)[18] if len(self.latency) > 1 else p50
         failing = ", ".join(f"{k} {v}" for k, v in self.failing.most_common(5)) or "-"
+
+        def pct(n: int) -> str:
+            return f"{100 * n / self.total:.1f}%"
+
         return (
-            f"| {way} | {self.total} | {100 * self.conforming / self.total:.1f}% | {failing} "
-            f"| {self.tokens / self.seconds:.1f} | {p50:.2f} | {p95:.2f} | {self.fallbacks} |"
+            f"| {way} | {self.total} | {pct(self.raw)} | {pct(self.repaired)} | {pct(self.final)} "
+            f"| {failing} | {self.cut} | {self.tokens / sum(self.latency):.1f} | {p50:.2f} "
+            f"| {p95:.2f} | {self.false_accepts} |"
         )
 
 
-def local_main(args: argparse.Namespace) -> int:
-    """The local engine, constrained vs unconstrained, per backend."""
-    import asyncio
+def _serve_local(backend: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """``guardrail serve`` with no upstream (the embedded local model), ready to answer."""
+    port = free_port()
+    shutil.copytree(ROOT / "schemas", workdir / "schemas", dirs_exist_ok=True)
+    log = workdir / f"serve-{backend}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDRAIL_")}
+    env.update(
+        {
+            "GUARDRAIL_LOCAL_BACKEND": backend,
+            "GUARDRAIL_LOG_LEVEL": "info",
+            "GUARDRAIL_DATABASE_URL": f"sqlite:///{workdir / 'guardrail.db'}",
+        }
+    )
+    serve = [sys.executable, "-m", "guardrail.cli", "serve", "--port", str(port)]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(serve, cwd=workdir, env=env, stdout=sink, stderr=sink)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"guardrail serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(base + "/readyz", timeout=5).status_code == 200:
+                return process, base, log
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    process.terminate()
+    sys.exit("the local model did not get ready in 15 minutes")
 
-    from guardrail.local import Engine, GenerationRequest, LocalConfig
+
+def _compile_times(backend: str, schemas: dict[str, Any], max_tokens: int | None) -> list[str]:
+    """Per schema, what a request pays before its first token can be sampled: compiling the
+    constraint and computing the first mask (llguidance builds its lexer lazily, so the first
+    mask is part of the cold cost), cold and then cached. A separate in-process engine, idle, so
+    nothing else is timed."""
+    import threading
+
+    from guardrail.local import Engine, LocalConfig
     from guardrail.validation import fingerprint
 
+    engine = Engine(LocalConfig(backend=backend, queue_size=8))
+    engine.start()
+    if not engine.wait_ready(900):
+        sys.exit(f"the local model did not load: {engine.error}")
+
+    def first_mask(schema: dict[str, Any], fp: str) -> float:
+        began = time.perf_counter()
+        constraint, _ = engine.processor(schema, fp, max_tokens)
+        matcher = constraint.matcher()
+        if matcher.allowed() is None:
+            matcher.apply([0], engine_logits)
+        return time.perf_counter() - began
+
+    import torch
+
+    assert engine._model is not None  # loaded: wait_ready said so
+    engine_logits = torch.zeros((1, engine._model.hf_model.lm_head.weight.shape[0]))
+    rows = []
+    for name, schema in schemas.items():
+        fp = fingerprint(schema)
+        support = engine.support(schema, fp, max_tokens)
+        if support.error is not None:
+            rows.append(f"| {backend} | {name} | cannot compile: {support.error} | | | |")
+            continue
+        cold = first_mask(schema, fp)
+        warm = first_mask(schema, fp)
+        relaxed = ", ".join(support.relaxed) or "-"
+        narrowed = ", ".join(support.narrowed) or "-"
+        rows.append(
+            f"| {backend} | {name} | {cold * 1000:.1f} | {warm * 1000:.2f} | {relaxed} "
+            f"| {narrowed} |"
+        )
+    engine.close()
+    for thread in threading.enumerate():  # let the worker stop before the interpreter does
+        if thread.name == "guardrail-local":
+            thread.join(30)
+    return rows
+
+
+def local_main(args: argparse.Namespace) -> int:
+    """The served path: ``guardrail serve`` on the embedded local model, each request once with
+    ``X-Guardrail-Schema`` (constrained, checked, repaired, re-asked as guardrail does) and once
+    without (unconstrained, passed through; checked here as generated and after repair)."""
     schemas = {n: orjson.loads((ROOT / "schemas" / f"{n}.json").read_bytes()) for n in TEXTS}
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     rows: list[tuple[str, LocalTally]] = []
     compile_rows: list[str] = []
+    served_compiles: list[str] = []
+    notes: dict[str, tuple[str, str]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="guardrail-bench-"))
     for backend in backends:
-        engine = Engine(LocalConfig(backend=backend, queue_size=8))
-        engine.start()
-        start = time.perf_counter()
-        if not engine.wait_ready(600):
-            sys.exit(f"the local model did not load: {engine.error}")
-        print(f"{backend}: model loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-        for name, schema in schemas.items():  # idle engine: compiling here is safe
-            fp = fingerprint(schema)
-            support = engine.support(schema, fp)
-            if support.error is not None:
-                compile_rows.append(f"| {backend} | {name} | cannot compile: {support.error} | | |")
-                continue
-            cold = time.perf_counter()
-            engine.processor(schema, fp)
-            cold = time.perf_counter() - cold
-            warm = time.perf_counter()
-            engine.processor(schema, fp)
-            warm = time.perf_counter() - warm
-            relaxed = ", ".join(support.relaxed) or "-"
-            compile_rows.append(
-                f"| {backend} | {name} | {cold * 1000:.0f} | {warm * 1e6:.1f} | {relaxed} |"
-            )
+        started = time.perf_counter()
+        process, base, log = _serve_local(backend, workdir)
+        print(f"{backend}: ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         ways = [("constrained", True)] + ([("unconstrained", False)] if args.unconstrained else [])
         tallies = {way: LocalTally() for way, _ in ways}
-
-        async def run(
-            engine: Engine = engine,
-            tallies: dict[str, LocalTally] = tallies,
-            ways: list[tuple[str, bool]] = ways,
-            backend: str = backend,
-        ) -> None:
-            for repeat in range(args.repeats):
-                for name, texts in TEXTS.items():
-                    schema = schemas[name]
-                    for text in texts[: args.texts]:
-                        for way, constrained in ways:
-                            request = GenerationRequest(
-                                tuple(messages(name, schema, text)),
-                                schema if constrained else None,
-                                fingerprint(schema) if constrained else "",
-                                max_tokens=args.max_tokens,
-                                temperature=0.7,
-                                seed=repeat,
-                            )
-                            began = time.perf_counter()
-                            done = await engine.submit(request).result()
-                            took = time.perf_counter() - began
-                            tally = tallies[way]
-                            tally.total += 1
-                            tally.latency.append(took)
-                            tally.tokens += done.completion_tokens
-                            tally.seconds += took
-                            tally.fallbacks += done.fallback is not None
-                            result = guardrail.validate(schema, done.text, repair=False)
-                            if result.valid:
-                                tally.conforming += 1
-                                tally.by_schema[name] += 1
-                            else:
-                                tally.failing.update({e.keyword for e in result.errors})
-                print(f"{backend}: round {repeat + 1}/{args.repeats} done", file=sys.stderr)
-
-        asyncio.run(run())
-        engine.close()
+        try:
+            with httpx.Client(base_url=base, timeout=900) as http:
+                for repeat in range(args.repeats):
+                    for name, texts in TEXTS.items():
+                        schema = schemas[name]
+                        for text in texts[: args.texts]:
+                            body: dict[str, Any] = {
+                                "model": "guardrail-local",
+                                "messages": messages(name, schema, text),
+                                "temperature": 0.7,
+                                "seed": repeat,
+                            }
+                            if args.max_tokens:
+                                body["max_tokens"] = args.max_tokens
+                            for way, constrained in ways:
+                                tally = tallies[way]
+                                schema_header = {"X-Guardrail-Schema": name}
+                                headers = {**schema_header, **FIRST_TRY} if constrained else {}
+                                began = time.perf_counter()
+                                response = http.post(
+                                    "/v1/chat/completions", json=body, headers=headers
+                                )
+                                tally.latency.append(time.perf_counter() - began)
+                                tally.total += 1
+                                if not constrained:
+                                    _tally_unconstrained(tally, name, schema, response)
+                                elif _tally_constrained(tally, name, schema, response, notes):
+                                    # Missed: what guardrail answers with its re-asks on (the
+                                    # same seed makes the same first attempt). Not timed.
+                                    again = http.post(
+                                        "/v1/chat/completions", json=body, headers=schema_header
+                                    )
+                                    outcome = again.headers.get("x-guardrail-outcome", "")
+                                    tally.final += outcome in ("valid", "repaired", "reasked")
+                    print(f"{backend}: round {repeat + 1}/{args.repeats} done", file=sys.stderr)
+        finally:
+            process.terminate()
+            process.wait(30)
+        for line in log.read_text(errors="replace").splitlines():
+            if "compiled schema" in line:
+                served_compiles.append(f"{backend}: {line.split('compiled schema', 1)[1].strip()}")
         rows.extend((f"{backend} {way}", tally) for way, tally in tallies.items())
+        compile_rows.extend(_compile_times(backend, schemas, args.max_tokens))
+    load = os.getloadavg()
     print(
-        f"{time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores; "
-        f"SmolLM2-135M-Instruct in-process (transformers, 1 torch thread), temperature 0.7, "
-        f"max_tokens {args.max_tokens}; first try, no repair"
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
+        f"{os.cpu_count()} cores, load average at the end {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f}; SmolLM2-135M-Instruct through `guardrail serve` (local upstream), "
+        f"temperature 0.7, max_tokens {args.max_tokens or 'unset (local default)'}"
     )
     print(
-        "| way | requests | conforming first try | failing keywords | tokens/s | p50 s | p95 s "
-        "| fallbacks |"
+        "| way | requests | first try, as generated | first try, after repair "
+        "| final (re-asks included) | first-try misses (keywords) | cut at max_tokens "
+        "| tokens/s | p50 s | p95 s | marked conforming but invalid |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for way, tally in rows:
         print(tally.row(way))
     print()
-    print("| backend | schema | compile ms (cold) | cached µs | not enforced (relaxed) |")
-    print("|---|---|---|---|---|")
+    print("| way | " + " | ".join(TEXTS) + " |")
+    print("|---|" + "---|" * len(TEXTS))
+    per = min(args.texts, len(TEXTS[next(iter(TEXTS))])) * args.repeats
+    for way, tally in rows:
+        print(f"| {way} | " + " | ".join(f"{tally.by_schema[n]}/{per}" for n in TEXTS) + " |")
+    print()
+    print("| schema | X-Guardrail-Relaxed | X-Guardrail-Narrowed |")
+    print("|---|---|---|")
+    for name, (relaxed, narrowed) in notes.items():
+        print(f"| {name} | {relaxed or '-'} | {narrowed or '-'} |")
+    print()
+    print(
+        "| backend | schema | compile + first mask ms (cold) | cached + first mask ms "
+        "| not enforced (relaxed) | narrowed |"
+    )
+    print("|---|---|---|---|---|---|")
     for line in compile_rows:
         print(line)
     print()
-    print("| way | " + " | ".join(TEXTS) + " |")
-    print("|---|" + "---|" * len(TEXTS))
-    for way, tally in rows:
-        per = min(args.texts, len(TEXTS[next(iter(TEXTS))])) * args.repeats
-        print(f"| {way} | " + " | ".join(f"{tally.by_schema[n]}/{per}" for n in TEXTS) + " |")
+    print("Compiles the served run paid (from its log):")
+    for line in served_compiles:
+        print(f"- {line}")
     return 0
+
+
+# The constrained request as a first try: one attempt, and a miss answered as generated (200)
+# instead of a 422, so its keywords and finish reason can be read.
+FIRST_TRY = {"X-Guardrail-Max-Attempts": "1", "X-Guardrail-On-Failure": "passthrough"}
+
+
+def _tally_constrained(
+    tally: LocalTally,
+    name: str,
+    schema: dict[str, Any],
+    response: httpx.Response,
+    notes: dict[str, tuple[str, str]],
+) -> bool:
+    """Count a first try; True when it missed (the caller then asks again with re-asks on)."""
+    outcome = response.headers.get("x-guardrail-outcome", "error")
+    notes.setdefault(
+        name,
+        (
+            response.headers.get("x-guardrail-relaxed", ""),
+            response.headers.get("x-guardrail-narrowed", ""),
+        ),
+    )
+    if response.status_code != 200:
+        tally.failing[f"http {response.status_code}"] += 1
+        return True
+    data = response.json()
+    choice = data["choices"][0]
+    content = choice["message"]["content"] or ""
+    tally.tokens += data["usage"]["completion_tokens"]
+    tally.cut += choice.get("finish_reason") == "length"
+    valid = guardrail.validate(schema, content, repair=False).valid
+    if outcome in ("valid", "repaired"):
+        tally.raw += outcome == "valid"
+        tally.repaired += 1
+        tally.final += 1
+        tally.by_schema[name] += 1
+        tally.false_accepts += not valid
+        return False
+    tally.failing.update({e.keyword for e in guardrail.validate(schema, content).errors})
+    return True
+
+
+def _tally_unconstrained(
+    tally: LocalTally, name: str, schema: dict[str, Any], response: httpx.Response
+) -> None:
+    data = response.json()
+    choice = data["choices"][0]
+    content = choice["message"]["content"] or ""
+    tally.tokens += data["usage"]["completion_tokens"]
+    tally.cut += choice.get("finish_reason") == "length"
+    raw = guardrail.validate(schema, content, repair=False)
+    repaired = guardrail.validate(schema, content, repair=True)
+    tally.raw += raw.valid
+    tally.repaired += repaired.valid
+    tally.final += repaired.valid
+    tally.by_schema[name] += repaired.valid
+    if not repaired.valid:
+        tally.failing.update({e.keyword for e in repaired.errors})
 
 
 if __name__ == "__main__":

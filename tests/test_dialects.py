@@ -134,7 +134,9 @@ SCHEMA_CASES: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         ("*",),
     ),
     (
-        "local",  # relaxed: what llguidance (the default backend) reports it cannot enforce
+        # relaxed: what llguidance (the default backend) reports it cannot enforce in the narrowed
+        # schema: nothing, since unique free-string tags are narrowed to at most one tag.
+        "local",
         {
             **REST,
             "response_format": {
@@ -143,7 +145,7 @@ SCHEMA_CASES: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
             },
         },
         "/chat/completions",
-        ("uniqueItems",),
+        (),
     ),
 ]
 
@@ -182,6 +184,19 @@ JSON_OBJECT_CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ),
     ("local", {**REST, "response_format": {"type": "json_object"}}, ()),
 ]
+
+
+def test_the_local_dialect_says_what_its_constraint_narrowed() -> None:
+    pytest.importorskip("llguidance")
+    translation = DIALECTS["local"].translate(BODY, SCHEMA)
+    assert translation.narrowed == (
+        "additionalProperties",  # closed
+        "maxLength",  # name, note, the tag
+        "maximum",  # qty had no upper bound
+        "uniqueItems",  # tags: at most one
+    )
+    assert DIALECTS["openai"].translate(BODY, SCHEMA).narrowed == ()
+    assert DIALECTS["local"].translate(BODY, ANY_OBJECT).narrowed == ()
 
 
 def test_every_dialect_is_tested() -> None:

@@ -154,6 +154,10 @@ def test_a_registered_schema_by_header(app: TestClient) -> None:
     response = _chat(app, {"messages": ask}, **{"X-Guardrail-Schema": "person"})
     assert response.status_code == 200, response.text
     assert response.headers["x-guardrail-schema"] == "person@1"
+    # What the constraint did beyond the schema: the e-mail format as a bounded pattern, the
+    # occupation string bounded; nothing left unenforced.
+    assert response.headers["x-guardrail-narrowed"] == "format,maxLength"
+    assert "x-guardrail-relaxed" not in response.headers
     schema = orjson.loads((Path(__file__).parents[1] / "schemas" / "person.json").read_bytes())
     content = response.json()["choices"][0]["message"]["content"]
     assert guardrail.validate(schema, content).valid

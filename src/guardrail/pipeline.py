@@ -144,6 +144,7 @@ class Trace:
 
     dialect: str = ""
     relaxed: tuple[str, ...] = ()
+    narrowed: tuple[str, ...] = ()  # what the native constraint narrowed (the local model)
     attempts: list[AttemptRecord] = field(default_factory=list)
     outcome: str | None = None
     failure: FailedOutput | None = None  # the last non-conforming output, when there was one
@@ -368,7 +369,7 @@ class Pipeline:
         connection, so the upstream stops generating. One attempt: nothing sent is retracted."""
         translation = upstream.dialect.translate({**body, "stream": True}, target.constraint)
         trace = trace or Trace()
-        trace.relaxed = translation.relaxed
+        trace.relaxed, trace.narrowed = translation.relaxed, translation.narrowed
         started = time.perf_counter()
         stack = contextlib.AsyncExitStack()
         response = await stack.enter_async_context(
@@ -411,7 +412,9 @@ class Pipeline:
                 await stack.aclose()  # closing the connection stops the upstream's generation
                 trace.attempts.append(AttemptRecord(0, 0, time.perf_counter() - started, errors))
 
-        stream_headers = {**_headers(Outcome.PENDING, 1, target, translation.relaxed)}
+        stream_headers = _headers(
+            Outcome.PENDING, 1, target, translation.relaxed, translation.narrowed
+        )
         return Stream(stream_headers, events())
 
     async def complete(
@@ -441,6 +444,7 @@ class Pipeline:
                 {**request, "messages": messages}, target.constraint
             )
             relaxed = trace.relaxed = translation.relaxed
+            trace.narrowed = translation.narrowed
             limit = min(remaining, upstream.client.timeout)  # one call, and all of them together
             started = time.perf_counter()
             try:
@@ -470,7 +474,7 @@ class Pipeline:
                     else (Outcome.REPAIRED if last.repaired else Outcome.VALID)
                 )
                 trace.outcome = outcome.value
-                return self.answer(last, outcome, attempts, usage, target, relaxed)
+                return self.answer(last, outcome, attempts, usage, target, relaxed, trace.narrowed)
             if self.max_total_tokens is not None and usage.total >= self.max_total_tokens:
                 break
             messages = [*messages, *last.first_failure().reask()]
@@ -478,7 +482,9 @@ class Pipeline:
             raise UpstreamTimeout(f"no answer within {self.request_timeout:g} s")
         trace.outcome = Outcome.FAILED.value
         if policy.on_failure == "passthrough":
-            return self.answer(last, Outcome.FAILED, attempts, usage, target, relaxed)
+            return self.answer(
+                last, Outcome.FAILED, attempts, usage, target, relaxed, trace.narrowed
+            )
         failure = last.first_failure()
         raise SchemaValidationFailed(
             f"no answer conformed to {target.ref} after {attempts} attempt(s)",
@@ -487,7 +493,7 @@ class Pipeline:
                 "attempts": attempts,
                 "last_output": failure.output,
             },
-            headers=_headers(Outcome.FAILED, attempts, target, relaxed),
+            headers=_headers(Outcome.FAILED, attempts, target, relaxed, trace.narrowed),
         )
 
     def judge(self, completion: dict[str, Any], target: Target, policy: Policy) -> Attempt:
@@ -527,6 +533,7 @@ class Pipeline:
         usage: Usage,
         target: Target,
         relaxed: tuple[str, ...],
+        narrowed: tuple[str, ...] = (),
     ) -> Answer:
         completion = dict(attempt.completion)
         if outcome is not Outcome.FAILED:
@@ -537,7 +544,7 @@ class Pipeline:
         completion["usage"] = usage.to_json()
         return Answer(
             200,
-            _headers(outcome, attempts, target, relaxed),
+            _headers(outcome, attempts, target, relaxed, narrowed),
             orjson.dumps(completion),
             completion,
         )
@@ -597,7 +604,11 @@ def _conforming(choice: dict[str, Any], results: list[Result], content: bool) ->
 
 
 def _headers(
-    outcome: Outcome, attempts: int, target: Target, relaxed: tuple[str, ...]
+    outcome: Outcome,
+    attempts: int,
+    target: Target,
+    relaxed: tuple[str, ...],
+    narrowed: tuple[str, ...] = (),
 ) -> dict[str, str]:
     headers = {
         "x-guardrail-outcome": outcome.value,
@@ -606,6 +617,8 @@ def _headers(
     }
     if relaxed:
         headers["x-guardrail-relaxed"] = ",".join(relaxed)
+    if narrowed:
+        headers["x-guardrail-narrowed"] = ",".join(narrowed)
     return headers
 
 

@@ -9,6 +9,7 @@ transformers and outlines are imported only when the engine loads the model.
 from .backends import BACKENDS, DEFAULT_BACKEND, Support, backend_for
 from .engine import Engine, Generated, GenerationRequest, Job, LocalConfig, engine_for
 from .model import ModelNotFound, find_gguf
+from .narrowing import Narrowed, narrow
 
 __all__ = [
     "BACKENDS",
@@ -19,8 +20,10 @@ __all__ = [
     "Job",
     "LocalConfig",
     "ModelNotFound",
+    "Narrowed",
     "Support",
     "backend_for",
     "engine_for",
     "find_gguf",
+    "narrow",
 ]

@@ -24,85 +24,17 @@ JSON = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Support:
-    """What a backend makes of a schema: ``error`` set means it cannot compile it at all."""
+    """What a backend makes of a schema: ``error`` set means it cannot compile it at all.
+    The engine adds what its narrowing did (``narrowed``) and the schema it compiles."""
 
     relaxed: tuple[str, ...] = ()
     error: str | None = None
+    narrowed: tuple[str, ...] = ()
+    constraint: JSON | None = None  # the narrowed schema (narrowing.narrow), None: not narrowed
 
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
-
-
-# --------------------------------------------------------------------------------------------
-# Narrowing: what the constraint adds so a small model cannot ramble until max_tokens runs out
-# --------------------------------------------------------------------------------------------
-
-# A 135M model, asked for an invoice, repeats the same line item until max_tokens cuts the JSON;
-# asked for a string, it may never close it. The constraint therefore closes open objects and
-# bounds unbounded strings and arrays. This only narrows: every answer the narrowed constraint
-# admits is valid for the original schema (which guardrail checks anyway).
-MAX_STRING: Final = 100
-MAX_ITEMS: Final = 6
-MAX_INTEGER: Final = 10**9 - 1  # greedy decoding writes digits forever without a bound
-_MAPS: Final = _words("properties $defs definitions patternProperties dependentSchemas")
-_LISTS: Final = _words("anyOf oneOf allOf prefixItems items")
-_ONE: Final = _words("items additionalProperties not if then else contains propertyNames")
-_OPEN_ENDED: Final = _words("additionalProperties patternProperties unevaluatedProperties")
-_SHAPED: Final = _words("maxLength pattern enum const contentEncoding")
-
-
-def _narrow_node(node: Any, close: bool) -> Any:
-    if not isinstance(node, dict):
-        return node
-    out: JSON = {}
-    for key, value in node.items():
-        if key in _MAPS and isinstance(value, dict):
-            out[key] = {k: _narrow_node(v, close) for k, v in value.items()}
-        elif key in _LISTS and isinstance(value, list):
-            out[key] = [_narrow_node(v, close) for v in value]
-        elif key in _ONE:
-            out[key] = _narrow_node(value, close)
-        else:
-            out[key] = value
-    types = out.get("type")
-    kinds = {types} if isinstance(types, str) else set(types or ())
-    if close and isinstance(out.get("properties"), dict) and not _OPEN_ENDED & out.keys():
-        out["additionalProperties"] = False
-    if kinds == {"string"} and not _SHAPED & out.keys():
-        out["maxLength"] = max(MAX_STRING, out.get("minLength", 0))
-    if kinds == {"integer"} and not {"enum", "const"} & out.keys():
-        bounds = {"maximum", "exclusiveMaximum"}
-        if not bounds & out.keys():
-            out["maximum"] = max(MAX_INTEGER, out.get("minimum", 0), out.get("exclusiveMinimum", 0))
-        if not {"minimum", "exclusiveMinimum"} & out.keys():
-            out["minimum"] = min(-MAX_INTEGER, out.get("maximum", 0))
-    if kinds == {"array"} and "maxItems" not in out:
-        out["maxItems"] = max(MAX_ITEMS, out.get("minItems", 0))
-    return out
-
-
-def _merges_objects(node: Any) -> bool:
-    """Does any subschema combine object descriptions (where closing one part would reject
-    what another part allows)?"""
-    if isinstance(node, list):
-        return any(_merges_objects(v) for v in node)
-    if not isinstance(node, dict):
-        return False
-    if _MERGING & node.keys() or ("$ref" in node and "properties" in node):
-        return True
-    return any(_merges_objects(v) for v in node.values() if isinstance(v, dict | list))
-
-
-_MERGING: Final = _words("allOf not if dependentSchemas unevaluatedProperties")
-
-
-def narrow(schema: JSON) -> JSON:
-    """``schema`` as the constraint uses it: open objects closed (unless the schema merges
-    object descriptions: ``allOf``, ``$ref`` beside ``properties``, conditionals), strings and
-    arrays without bounds bounded."""
-    narrowed: JSON = _narrow_node(schema, not _merges_objects(schema))
-    return narrowed
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,7 +70,11 @@ def _llguidance_check(schema: JSON) -> Support:
 
 def _llguidance_schema(schema: JSON) -> JSON:
     # outlines passes the schema to llguidance as is; x-guidance carries the compile options.
-    return {**narrow(schema), "x-guidance": LLGUIDANCE_OPTIONS}
+    return {**schema, "x-guidance": LLGUIDANCE_OPTIONS}
+
+
+def _as_is(schema: JSON) -> JSON:
+    return schema
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +133,7 @@ class Backend:
     name: str
     outlines_name: str
     check: Callable[[JSON], Support]
-    prepare: Callable[[JSON], JSON]  # the schema as outlines gets it
+    prepare: Callable[[JSON], JSON]  # the (narrowed) schema as outlines gets it
     whitespace: str | None  # outlines' whitespace_pattern, for the backends that take one
 
 
@@ -207,10 +143,10 @@ BACKENDS: Final[dict[str, Backend]] = {
         "outlines-core",
         "outlines_core",
         _outlines_core_check,
-        narrow,
+        _as_is,
         OUTLINES_CORE_WHITESPACE,
     ),
-    "xgrammar": Backend("xgrammar", "xgrammar", _xgrammar_check, narrow, None),
+    "xgrammar": Backend("xgrammar", "xgrammar", _xgrammar_check, _as_is, None),
 }
 DEFAULT_BACKEND: Final = "llguidance"
 
@@ -223,11 +159,112 @@ def backend_for(name: str) -> Backend:
         raise ValueError(f"unknown local backend {name!r}; valid: {', '.join(BACKENDS)}") from None
 
 
-def build_processor(backend: Backend, outlines_model: Any, schema: JSON) -> Any:
-    """The backend's logits processor for ``schema`` (slow: compiles against the vocabulary)."""
+class _LLGuidanceMatcher:
+    """One generation's llguidance matcher (generate.Matcher): the mask as a bool tensor, and
+    the fast-forward tokens after each sampled one."""
+
+    def __init__(self, matcher: Any, vocab: int) -> None:
+        import llguidance.torch
+        import torch
+
+        self.matcher = matcher
+        self.vocab = vocab
+        self.bits = llguidance.torch.allocate_token_bitmask(1, vocab)
+        self.shifts = torch.arange(32, dtype=torch.int32)
+        self.mask: Any = None
+
+    def allowed(self) -> Any:
+        import llguidance.torch
+
+        llguidance.torch.fill_next_token_bitmask(self.matcher, self.bits, 0)
+        self.mask = ((self.bits[0].unsqueeze(1) >> self.shifts) & 1).bool().flatten()[: self.vocab]
+        return self.mask
+
+    def apply(self, history: list[int], logits: Any) -> Any:
+        import torch
+
+        mask = self.allowed() if self.mask is None else self.mask
+        logits[0, : len(mask)][~mask] = -torch.inf
+        return logits
+
+    def advance(self, token: int) -> list[int]:
+        self.mask = None
+        if not self.matcher.consume_token(token):
+            raise RuntimeError(f"llguidance refused token {token}: {self.matcher.get_error()}")
+        forced: list[int] = self.matcher.compute_ff_tokens()
+        if forced:
+            self.matcher.consume_tokens(forced)
+        return forced
+
+
+class _LLGuidanceConstraint:
+    """A compiled llguidance grammar: each generation starts from a copy of the pristine
+    matcher (copying is microseconds; compiling is what the cache saves)."""
+
+    def __init__(self, tokenizer: Any, schema: JSON) -> None:
+        from llguidance import LLMatcher
+
+        grammar = LLMatcher.grammar_from_json_schema(_llguidance_schema(schema))
+        self.pristine = LLMatcher(tokenizer, grammar)
+        if self.pristine.is_error():
+            raise ValueError(self.pristine.get_error())
+        self.vocab: int = tokenizer.vocab_size
+
+    def matcher(self) -> _LLGuidanceMatcher:
+        return _LLGuidanceMatcher(self.pristine.deep_copy(), self.vocab)
+
+
+class _ProcessorMatcher:
+    """An outlines logits processor (outlines-core, xgrammar) as a generate.Matcher: it masks
+    full logits and forces nothing."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def allowed(self) -> Any:
+        return None
+
+    def apply(self, history: list[int], logits: Any) -> Any:
+        import torch
+
+        return self.processor(torch.tensor([history]), logits)
+
+    def advance(self, token: int) -> list[int]:
+        return []
+
+
+class _ProcessorConstraint:
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def matcher(self) -> _ProcessorMatcher:
+        self.processor.reset()
+        return _ProcessorMatcher(self.processor)
+
+
+_LLG_TOKENIZERS: dict[int, Any] = {}
+
+
+def llguidance_tokenizer(hf_tokenizer: Any) -> Any:
+    """llguidance's view of the model's tokenizer (built once per tokenizer: about a second)."""
+    found = _LLG_TOKENIZERS.get(id(hf_tokenizer))
+    if found is None:
+        import llguidance.hf
+
+        found = _LLG_TOKENIZERS[id(hf_tokenizer)] = llguidance.hf.from_tokenizer(hf_tokenizer)
+    return found
+
+
+def build_constraint(backend: Backend, model: Any, schema: JSON) -> Any:
+    """The backend's compiled constraint for ``schema``, already narrowed (slow: compiles
+    against the vocabulary); ``.matcher()`` starts one generation. llguidance is driven
+    directly (the decoding loop uses its fast-forward tokens); the other backends through
+    outlines' public ``Generator``."""
+    if backend.name == "llguidance":
+        return _LLGuidanceConstraint(llguidance_tokenizer(model.tokenizer), schema)
     import outlines
     from outlines.types import JsonSchema
 
     output = JsonSchema(backend.prepare(schema), whitespace_pattern=backend.whitespace)
-    generator: Any = outlines.Generator(outlines_model, output, backend=backend.outlines_name)
-    return generator.logits_processor
+    generator: Any = outlines.Generator(model.outlines_model, output, backend=backend.outlines_name)
+    return _ProcessorConstraint(generator.logits_processor)

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,8 +32,9 @@ import orjson
 
 from ..config import Settings
 from ..errors import Overloaded, UpstreamUnavailable
-from .backends import JSON, Backend, Support, backend_for, build_processor
+from .backends import JSON, Backend, Support, backend_for, build_constraint
 from .model import LoadedModel, find_gguf, load_model
+from .narrowing import narrow
 
 log = logging.getLogger("guardrail.local")
 
@@ -241,8 +242,8 @@ class Engine:
         self._serve()
 
     def _warm_up(self) -> None:
-        """One token before saying ready: torch's first call and the backend's first matcher
-        cost seconds that the first client should not pay."""
+        """A constrained token before saying ready: torch's first call and the backend's
+        tokenizer (about a second for llguidance) cost what the first client should not pay."""
         from .generate import generate
 
         assert self._model is not None
@@ -250,8 +251,9 @@ class Engine:
         nobody.close()  # posting to a closed loop drops the event: nobody reads the warm-up
         warm = Job(GenerationRequest(({"role": "user", "content": "Hi"},)), nobody)
         try:
+            matcher = build_constraint(self.backend, self._model, {"type": "boolean"}).matcher()
             generate(
-                self._model, warm, [{"role": "user", "content": "Hi"}], processor=None,
+                self._model, warm, [{"role": "user", "content": "Hi"}], matcher=matcher,
                 max_tokens=1, temperature=0.0, top_p=1.0, seed=0, stop=(),
             )  # fmt: skip
         except Exception:  # a model that cannot generate fails its first request instead
@@ -289,15 +291,25 @@ class Engine:
             ) from None
         return job
 
-    def support(self, schema: JSON, fingerprint: str = "") -> Support:
-        """Can the backend compile ``schema``, and what will it not enforce (cached, cheap)."""
+    def _budget(self, max_tokens: int | None) -> int:
+        return max_tokens or self.config.max_tokens
+
+    def support(
+        self, schema: JSON, fingerprint: str = "", max_tokens: int | None = None
+    ) -> Support:
+        """The schema narrowed for a ``max_tokens`` budget (narrowing.narrow), whether the backend
+        can compile it and what it will not enforce (cached by fingerprint and budget, cheap)."""
+        budget = self._budget(max_tokens)
         key = fingerprint or orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
+        key = f"{key}:{budget}"
         with self._lock:
             hit = self._support.get(key)
         if hit is not None:
             return hit
         try:
-            found = self.backend.check(schema)
+            narrowed = narrow(schema, budget)
+            found = self.backend.check(narrowed.schema)
+            found = replace(found, narrowed=narrowed.notes, constraint=narrowed.schema)
         except ImportError as exc:
             found = Support(("*",), f"the {self.backend.name} backend is not installed: {exc}")
         except Exception as exc:  # a backend bug must not turn a request into a 500
@@ -311,6 +323,11 @@ class Engine:
     def relaxed(self, schema: JSON, fingerprint: str = "") -> tuple[str, ...]:
         """The keywords a constrained answer may still break (what guardrail checks alone)."""
         return self.support(schema, fingerprint).relaxed
+
+    def notes(self, schema: JSON, fingerprint: str = "") -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(relaxed, narrowed) keywords at the default budget, for the local dialect's headers."""
+        found = self.support(schema, fingerprint)
+        return found.relaxed, found.narrowed
 
     # ---- the worker ------------------------------------------------------------------------
 
@@ -330,16 +347,21 @@ class Engine:
             self.tokens_generated += job.tokens
             self._job_seconds = 0.8 * self._job_seconds + 0.2 * (time.perf_counter() - start)
 
-    def processor(self, schema: JSON, fingerprint: str) -> tuple[Any, float]:
-        """The cached logits processor for ``schema`` and the seconds this call spent compiling
-        (0.0 when cached). Worker thread (or a caller holding no running job) only."""
+    def processor(
+        self, schema: JSON, fingerprint: str, max_tokens: int | None = None
+    ) -> tuple[Any, float]:
+        """The cached logits processor for ``schema`` narrowed for ``max_tokens`` and the seconds
+        this call spent compiling (0.0 when cached). Worker thread (or a caller holding no
+        running job) only."""
         assert self._model is not None
-        cached = self._processors.get(fingerprint)
+        key = f"{fingerprint}:{self._budget(max_tokens)}"
+        cached = self._processors.get(key)
         if cached is not None:
-            self._processors.move_to_end(fingerprint)
+            self._processors.move_to_end(key)
             return cached, 0.0
+        support = self.support(schema, fingerprint, max_tokens)
         start = time.perf_counter()
-        built = build_processor(self.backend, self._model.outlines_model, schema)
+        built = build_constraint(self.backend, self._model, support.constraint or schema)
         seconds = time.perf_counter() - start
         self.compile_seconds[fingerprint] = seconds
         log.info(
@@ -347,14 +369,14 @@ class Engine:
         )
         if len(self._processors) >= PROCESSOR_CACHE_SIZE:
             self._processors.popitem(last=False)
-        self._processors[fingerprint] = built
+        self._processors[key] = built
         return built, seconds
 
     def _constraint(self, request: GenerationRequest) -> tuple[Any, str | None, float]:
-        """(processor or None, fallback reason, compile seconds)."""
+        """(a fresh matcher or None, fallback reason, compile seconds)."""
         if request.schema is None:
             return None, None, 0.0
-        support = self.support(request.schema, request.fingerprint)
+        support = self.support(request.schema, request.fingerprint, request.max_tokens)
         if support.error is not None:
             return None, support.error, 0.0
         fingerprint = (
@@ -362,18 +384,17 @@ class Engine:
             or orjson.dumps(request.schema, option=orjson.OPT_SORT_KEYS).decode()
         )
         try:
-            processor, seconds = self.processor(request.schema, fingerprint)
+            processor, seconds = self.processor(request.schema, fingerprint, request.max_tokens)
         except Exception as exc:  # e.g. a pattern the token-level compiler gives up on
             return None, f"{self.backend.name} could not compile the schema: {exc}", 0.0
-        processor.reset()
-        return processor, None, seconds
+        return processor.matcher(), None, seconds
 
     def _generate(self, job: Job) -> Generated:
         from .generate import generate
 
         assert self._model is not None
         request = job.request
-        processor, fallback, seconds = self._constraint(request)
+        matcher, fallback, seconds = self._constraint(request)
         messages = request.messages
         if fallback is not None:
             assert request.schema is not None
@@ -384,7 +405,7 @@ class Engine:
             self._model,
             job,
             chat_messages(messages),
-            processor=processor,
+            matcher=matcher,
             max_tokens=request.max_tokens or self.config.max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
@@ -396,7 +417,7 @@ class Engine:
             prompt_tokens,
             job.tokens,
             finish,
-            constrained=processor is not None,
+            constrained=matcher is not None,
             fallback=fallback,
             compile_seconds=seconds,
         )

@@ -52,6 +52,7 @@ def request_record(
         attempts=tuple(trace.attempts) if trace else (),
         dialect=trace.dialect if trace else "",
         relaxed=trace.relaxed if trace else (),
+        narrowed=trace.narrowed if trace else (),
         failure=trace.failure if trace else None,
         at=time.time(),
     )

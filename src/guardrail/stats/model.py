@@ -111,6 +111,7 @@ class RequestRecord:
     attempts: tuple[AttemptRecord, ...] = ()
     dialect: str = ""
     relaxed: tuple[str, ...] = ()
+    narrowed: tuple[str, ...] = ()  # keywords the native constraint narrowed (local model)
     failure: FailedOutput | None = None
     at: float = 0.0  # unix time it was answered
 

@@ -251,6 +251,7 @@ class Recorder:
                 "completion_tokens": record.completion_tokens,
                 "dialect": record.dialect,
                 "relaxed": list(record.relaxed),
+                "narrowed": list(record.narrowed),
             }
         ).decode()
 

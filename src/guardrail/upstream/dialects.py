@@ -11,14 +11,21 @@ whatever the dialect, so a relaxed (or narrowed) native constraint never changes
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, Protocol
 
 import orjson
 
-from ..portability import OPENAI_STRICT_UNSUPPORTED, keywords_used
-from .grammar import FORMAT_PATTERNS, lower_for_grammar
+from ..portability import (
+    OPENAI_STRICT_UNSUPPORTED,
+    SCHEMA_LISTS,
+    SCHEMA_MAPS,
+    SCHEMA_ONE,
+    keywords_used,
+    subschemas,
+)
+from .grammar import lower_for_grammar
 
 JSON = dict[str, Any]
 CHAT: Final = "/chat/completions"
@@ -44,6 +51,9 @@ class Translation:
     body: JSON  # a new dict; the input body is never mutated
     path: str  # relative to the upstream base URL
     relaxed: tuple[str, ...]  # sorted keywords not enforced natively; ("*",) = none enforced
+    # Sorted keywords the native constraint made narrower than the schema (the local model's
+    # bounds, closed objects, format patterns): what the grammar did beyond the schema.
+    narrowed: tuple[str, ...] = ()
 
 
 Translate = Callable[[JSON, Constraint | None], Translation]
@@ -76,32 +86,6 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# Where subschemas live: maps of name -> schema, lists of schemas, single schemas.
-_SCHEMA_MAPS: Final = _words("properties $defs definitions patternProperties dependentSchemas")
-_SCHEMA_LISTS: Final = _words("anyOf oneOf allOf prefixItems items")
-_SCHEMA_ONE: Final = _words(
-    "items additionalItems additionalProperties unevaluatedItems unevaluatedProperties"
-    " not if then else contains propertyNames"
-)
-
-
-def _subschemas(schema: Any) -> Iterator[JSON]:
-    """Every schema object inside ``schema`` (itself included), never data or property names."""
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if not isinstance(node, dict):
-            continue
-        yield node
-        for key, value in node.items():
-            if key in _SCHEMA_MAPS and isinstance(value, dict):
-                stack.extend(value.values())
-            elif key in _SCHEMA_LISTS and isinstance(value, list):
-                stack.extend(value)
-            elif key in _SCHEMA_ONE:
-                stack.append(value)
-
-
 Partial = tuple[tuple[str, Callable[[JSON], bool]], ...]  # keyword, "not enforced in this node"
 
 
@@ -110,7 +94,7 @@ def _unenforced(keywords: frozenset[str], partial: Partial = ()) -> Callable[[JS
 
     def relaxed(schema: JSON) -> set[str]:
         found = keywords_used(schema) & keywords
-        nodes = list(_subschemas(schema)) if partial else []
+        nodes = list(subschemas(schema)) if partial else []
         return found | {kw for kw, fails in partial if any(fails(node) for node in nodes)}
 
     return relaxed
@@ -207,11 +191,11 @@ def _strict(node: Any, relaxed: set[str]) -> Any:
             relaxed.add(key)
             if "anyOf" not in node:
                 out["anyOf"] = [_strict(v, relaxed) for v in value]
-        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+        elif key in SCHEMA_MAPS and isinstance(value, dict):
             out[key] = {k: _strict(v, relaxed) for k, v in value.items()}
-        elif key in _SCHEMA_LISTS and isinstance(value, list):
+        elif key in SCHEMA_LISTS and isinstance(value, list):
             out[key] = [_strict(v, relaxed) for v in value]
-        elif key in _SCHEMA_ONE:
+        elif key in SCHEMA_ONE:
             out[key] = _strict(value, relaxed)
         else:
             out[key] = value
@@ -316,46 +300,42 @@ _TGI_JSON_MODE: Final[JSON] = {"response_format": {"type": "json", "value": {"ty
 # The local model (guardrail.local through the in-process transport)
 # --------------------------------------------------------------------------------------------
 
-RelaxedFor = Callable[[JSON, str], tuple[str, ...]]  # (schema, fingerprint) -> relaxed keywords
+# (schema, fingerprint) -> (relaxed keywords, narrowed keywords) of the local constraint.
+LocalNotes = Callable[[JSON, str], tuple[tuple[str, ...], tuple[str, ...]]]
 
 
-def _default_backend_relaxed(schema: JSON, fingerprint: str) -> tuple[str, ...]:
+def _default_local_notes(schema: JSON, fingerprint: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     # Imported here: guardrail.local is an optional extra; its backends import nothing heavy.
-    from ..local import BACKENDS, DEFAULT_BACKEND
+    from ..local import BACKENDS, DEFAULT_BACKEND, narrow
 
+    narrowed = narrow(schema)
     try:
-        return BACKENDS[DEFAULT_BACKEND].check(schema).relaxed
+        return BACKENDS[DEFAULT_BACKEND].check(narrowed.schema).relaxed, narrowed.notes
     except ImportError:
-        return ALL
+        return ALL, ()
 
 
-def _format_patterns(node: Any) -> Any:
-    """Email and URI formats as grammar.py's bounded patterns: the backends' own email rules let
-    a small model write an address that never ends (every address the pattern admits passes
-    guardrail's format check)."""
-    if isinstance(node, list):
-        return [_format_patterns(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _format_patterns(v) for k, v in node.items()}
-    form = node.get("format")
-    if isinstance(form, str) and form in FORMAT_PATTERNS and "pattern" not in node:
-        del out["format"]
-        out["pattern"] = FORMAT_PATTERNS[form]
-    return out
-
-
-def local_dialect(relaxed_for: RelaxedFor = _default_backend_relaxed) -> Dialect:
-    """The local engine's dialect: the schema as ``response_format`` json_schema, compiled into a
-    token-level constraint; relaxed = what the engine's backend reports it cannot enforce
-    (``*`` when it cannot compile the schema and generates from the prompt instead)."""
+def local_dialect(notes_for: LocalNotes = _default_local_notes) -> Dialect:
+    """The local engine's dialect: the schema as ``response_format`` json_schema; the engine
+    narrows it (guardrail.local.narrowing) and compiles it into a token-level constraint.
+    relaxed = what the engine's backend reports it cannot enforce (``*`` when it cannot compile
+    the schema and generates from the prompt instead); narrowed = what the narrowing did."""
 
     def fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set[str]]:
-        relaxed = set(relaxed_for(schema, constraint.fingerprint))
-        spec = {"name": constraint.name, "schema": _format_patterns(schema)}
-        return {"response_format": {"type": "json_schema", "json_schema": spec}}, relaxed
+        relaxed, _ = notes_for(schema, constraint.fingerprint)
+        spec = {"name": constraint.name, "schema": schema}
+        return {"response_format": {"type": "json_schema", "json_schema": spec}}, set(relaxed)
 
-    return _openai_compatible("local", _chat_dialect(fields))
+    chat = _chat_dialect(fields)
+
+    def translate(body: JSON, constraint: Constraint | None) -> Translation:
+        translation = chat(body, constraint)
+        if constraint is None or constraint.kind != "schema" or constraint.schema is None:
+            return translation
+        _, narrowed = notes_for(constraint.schema, constraint.fingerprint)
+        return replace(translation, narrowed=tuple(sorted(narrowed)))
+
+    return _openai_compatible("local", translate)
 
 
 def _prompt_dialect(body: JSON, constraint: Constraint | None) -> Translation:

@@ -13,23 +13,14 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-from ..portability import LLAMACPP_IGNORED
+from ..portability import FORMAT_PATTERNS, LLAMACPP_IGNORED
 
 JSON = dict[str, Any]
 
 MAX_ENUM_RANGE: Final = 1024  # integer ranges up to this many values become an enum
 # Formats the converters turn into grammar rules themselves.
 NATIVE_FORMATS: Final = frozenset({"date", "time", "date-time", "uuid"})
-# Formats with a pattern the converters can read (anchored, no lookaround, no shorthand classes).
-FORMAT_PATTERNS: Final[dict[str, str]] = {
-    # Dot-atoms without leading, trailing or double dots, and bounded lengths (a small model can't
-    # loop inside an address); every address it admits passes the email format check.
-    "email": (
-        "^[A-Za-z0-9_+-]{1,16}([.][A-Za-z0-9_+-]{1,16}){0,2}"
-        "@([A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?[.]){1,3}[A-Za-z]{2,12}$"
-    ),
-    "uri": "^[A-Za-z][A-Za-z0-9+.-]{0,15}:[A-Za-z0-9._~/?@!$&'()*+,;=-]+$",
-}
+# Other formats with a pattern (portability.FORMAT_PATTERNS) become that pattern.
 _SUBSCHEMA_LISTS: Final = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS: Final = ("properties", "$defs", "definitions")
 _SUBSCHEMAS: Final = ("items", "additionalProperties", "not")

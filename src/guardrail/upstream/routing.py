@@ -111,7 +111,7 @@ class Router:
                 breaker=Breaker(0, 0.0),
             )
             clients[LOCAL_BASE_URL] = local
-            self.default = Upstream(local, local_dialect(engine.relaxed), None)
+            self.default = Upstream(local, local_dialect(engine.notes), None)
 
     def upstream_for(self, model: str | None) -> Upstream:
         for pattern, upstream in self.routes:
