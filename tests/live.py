@@ -12,6 +12,7 @@ import uvicorn
 
 from guardrail.app import create_app
 from guardrail.config import Settings
+from guardrail.server import uvicorn_options
 from guardrail.upstream.client import Transport
 
 
@@ -26,7 +27,8 @@ def serve(settings: Settings, transport: Transport | None = None) -> Iterator[st
     """Serve ``settings`` on a free port; yields the base URL."""
     port = free_port()
     app = create_app(settings, transport=transport)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    options = {**uvicorn_options(settings), "host": "127.0.0.1", "port": port}
+    config = uvicorn.Config(app, **{**options, "log_level": "warning"}, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -87,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import create_app
     from .config import Settings
     from .registry import display_url
+    from .server import uvicorn_options
 
     settings = Settings.load(
         {
@@ -122,18 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     local_log = logging.getLogger("guardrail.local")  # load time, compile time per schema
     local_log.addHandler(logging.StreamHandler(sys.stderr))
     local_log.setLevel(settings.log_level.upper())
-    uvicorn.run(
-        create_app(settings, engine=engine),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        # Who the client is, X-Forwarded-For included, is decided in one place (routes/http.py,
-        # GUARDRAIL_TRUSTED_PROXIES), so uvicorn must not rewrite the peer address first.
-        proxy_headers=False,
-        # SIGTERM: stop accepting, let in-flight requests finish for this long, then cancel.
-        timeout_graceful_shutdown=settings.shutdown_grace,
-    )
+    uvicorn.run(create_app(settings, engine=engine), **uvicorn_options(settings))
     return 0
 
 

@@ -75,6 +75,9 @@ class Settings(BaseModel):
     # Seconds a client may take to send its whole request body (a trickling client holds a
     # connection and a task; past this it gets 408).
     client_body_timeout: float = Field(30.0, gt=0)
+    # Seconds a client may take to send a request's line and headers (from connecting, or from
+    # the request's first byte on a kept-alive connection); past this it gets 408.
+    client_header_timeout: float = Field(10.0, gt=0)
     max_schema_bytes: int = Field(1024 * 1024, ge=64)
     max_schema_depth: int = Field(64, ge=1)
     # How long "name" (latest version) lookups are cached; versions themselves never change.

@@ -484,3 +484,55 @@ def test_slow_loris_client_gets_408(tmp_path: Any, recorder: Recorder, endpoint:
         assert w.seconds < 5
         assert httpx.get(f"{base}/healthz").status_code == 200
     recorder.add(f"slow-loris client body -> {endpoint}", 408, w.seconds, note="request_timeout")
+
+
+def read_until_closed(sock: socket.socket, trickle: bytes = b"", limit: float = 20) -> bytes:
+    """Send ``trickle`` one byte per 0.1 s (if any) and read until the server closes."""
+    sock.settimeout(0.1)
+    answer, deadline = b"", time.monotonic() + limit
+    pending = list(trickle)
+    while time.monotonic() < deadline:
+        if pending:
+            with contextlib.suppress(OSError):
+                sock.sendall(bytes([pending.pop(0)]))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def test_slow_or_silent_request_heads_get_408_and_are_closed(
+    tmp_path: Any, recorder: Recorder
+) -> None:
+    """GUARDRAIL_CLIENT_HEADER_TIMEOUT bounds the request line and headers: a client that sends
+    nothing, or trickles its headers, is answered 408 in the contract's shape and disconnected;
+    a kept-alive connection's next request gets its own deadline; the server stays healthy."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/g.db",
+        schemas_dir=EXAMPLE_SCHEMAS,
+        client_header_timeout=1,
+    )
+    head = b"GET /healthz HTTP/1.1\r\nhost: x\r\n" + b"x-pad: " + b"a" * 40 + b"\r\n\r\n"
+    with serve(settings) as base:
+        port = int(base.rsplit(":", 1)[1])
+        for name, trickle in [("silent", b""), ("trickled headers", head)]:
+            with socket.create_connection(("127.0.0.1", port)) as sock, Stopwatch() as w:
+                answer = read_until_closed(sock, trickle)
+            status, _, body = answer.partition(b"\r\n\r\n")
+            assert status.startswith(b"HTTP/1.1 408"), (name, answer[:200])
+            assert json.loads(body)["error"]["code"] == "request_timeout"
+            assert 0.9 < w.seconds < 3, (name, w.seconds)
+            recorder.add(f"client request head: {name}", 408, w.seconds, note="request_timeout")
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(5)
+            for _ in range(2):  # each request of a kept-alive connection: its own deadline
+                time.sleep(0.6)
+                sock.sendall(head)
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200"), "kept-alive request"
+        assert httpx.get(f"{base}/healthz").status_code == 200
