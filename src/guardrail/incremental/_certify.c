@@ -107,15 +107,19 @@ typedef struct {
 /* A property name already looked up in a view: the same names come back in every item and
  * every stream. One cache for all streams (a name's verdict in a view never changes); each
  * entry owns its references. Only touched with the GIL held and without calling Python code
- * between reading an entry and using it. */
-#define KEY_CACHE 1024
+ * between reading an entry and using it. Four ways per set, so that a few hot names sharing a
+ * set (the slot depends on where the views happen to be allocated) don't evict each other on
+ * every item. */
+#define KEY_SETS 256
+#define KEY_WAYS 4
 typedef struct {
     PyObject *view, *key, *child;
     Info *info;
     Py_uhash_t hash;
     uint64_t mask; /* its bit among the view's required names, or 0 */
 } KeyEntry;
-static KeyEntry KEYS[KEY_CACHE];
+static KeyEntry KEYS[KEY_SETS][KEY_WAYS];
+static unsigned char KEY_VICTIM[KEY_SETS]; /* the way a miss replaces next, per set */
 
 typedef struct {
     PyObject_HEAD
@@ -603,8 +607,11 @@ static int key_read(Core *c, PyObject *source, int kind, const void *data, Py_ss
                     Py_ssize_t b) {
     Frame *f = &c->stack[c->depth - 1];
     Py_uhash_t h = key_hash(f->view, kind, data, a, b);
-    KeyEntry *e = &KEYS[h % KEY_CACHE];
-    if (e->view == f->view && e->hash == h && PyUnicode_GET_LENGTH(e->key) == b - a) {
+    KeyEntry *set = KEYS[h % KEY_SETS];
+    for (int way = 0; way < KEY_WAYS; way++) {
+        KeyEntry *e = &set[way];
+        if (e->view != f->view || e->hash != h || PyUnicode_GET_LENGTH(e->key) != b - a)
+            continue;
         int ekind = PyUnicode_KIND(e->key);
         const void *edata = PyUnicode_DATA(e->key);
         int same;
@@ -654,6 +661,7 @@ static int key_read(Core *c, PyObject *source, int kind, const void *data, Py_ss
     f->child_info = info;
     f->seen |= mask;
     c->state = S_COLON;
+    KeyEntry *e = &set[KEY_VICTIM[h % KEY_SETS]++ % KEY_WAYS];
     Py_XSETREF(e->view, Py_NewRef(f->view));
     Py_XSETREF(e->key, key);
     Py_XSETREF(e->child, Py_NewRef(child));
