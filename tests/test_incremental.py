@@ -938,6 +938,30 @@ SETTLE_CASES: list[tuple[str, Schema, str, bool, tuple[str, str] | None]] = [
         None,
     ),
     ("huge-bound", {"items": {"minimum": 10**400}}, "[5]", False, ("/0", "minimum")),
+    ("consts", {"prefixItems": [{"const": "a"}, {"const": None}]}, '["a", null, 3]', True, None),
+    (
+        "draft-2019-09-tuple-items",
+        {
+            "$schema": "https://json-schema.org/draft/2019-09/schema",
+            "items": [{"type": "string", "minLength": 2}, {"type": "integer"}],
+            "additionalItems": {"type": "boolean"},
+            "minItems": 2,
+        },
+        '["ab", 1, true]',
+        True,
+        None,
+    ),
+    (
+        "draft-2019-09-tuple-items-short",
+        {
+            "$schema": "https://json-schema.org/draft/2019-09/schema",
+            "items": [{"type": "string", "minLength": 2}, {"type": "integer"}],
+            "minItems": 2,
+        },
+        '["a"]',
+        False,
+        ("", "minItems"),
+    ),
 ]
 
 
