@@ -328,16 +328,18 @@ def _is_schema_list(value: Any) -> bool:
     return isinstance(value, list) and all(map(_is_schema, value))
 
 
-# Keyword -> the shape of value the certifier decides exactly (annotations: any).
+def _anything(value: Any) -> bool:
+    return True
+
+
+# Keywords that validate nothing (and $defs, whose schemas count only where a $ref leads).
+_ANNOTATION_KEYWORDS: Final = frozenset(
+    {"$comment", "title", "description", "default", "examples", "readOnly", "writeOnly"}
+    | {"deprecated", "$defs", "definitions"}
+)
+# Keyword -> the shape of value the certifier decides exactly.
 _CLOSED_KEYWORDS: Final[dict[str, Callable[[Any], bool]]] = {
-    "$comment": lambda v: True,
-    "title": lambda v: True,
-    "description": lambda v: True,
-    "default": lambda v: True,
-    "examples": lambda v: True,
-    "readOnly": lambda v: True,
-    "writeOnly": lambda v: True,
-    "deprecated": lambda v: True,
+    **dict.fromkeys(_ANNOTATION_KEYWORDS, _anything),
     "$defs": lambda v: isinstance(v, dict),
     "definitions": lambda v: isinstance(v, dict),
     "$ref": lambda v: isinstance(v, str),  # and it resolves (see _Compiler._flatten)
@@ -389,12 +391,6 @@ def _closed(schema: dict[str, Any], dialect: _Dialect, root: bool) -> bool:
             if k != "$ref"
         )
     return True
-
-
-_ANNOTATION_KEYWORDS: Final = frozenset(
-    {"$comment", "title", "description", "default", "examples", "readOnly", "writeOnly"}
-    | {"deprecated", "$defs", "definitions"}
-)
 
 
 @dataclass(frozen=True, slots=True)
