@@ -60,6 +60,10 @@ _OPEN_ENDED: Final = frozenset(
 )
 _MERGING: Final = frozenset({"allOf", "not", "if", "dependentSchemas", "unevaluatedProperties"})
 _DEFS: Final = frozenset({"$defs", "definitions"})
+_ANNOTATIONS: Final = frozenset({"title", "description", "default", "examples", "$comment"})
+_FINITE_ITEM: Final = _ANNOTATIONS | {"enum", "const", "type"}
+# Array keywords the listing of unique arrays accounts for (any other: no listing).
+_PLAIN_ARRAY: Final = _ANNOTATIONS | {"type", "items", "uniqueItems", "minItems", "maxItems"}
 _SHAPED: Final = frozenset({"pattern", "enum", "const", "contentEncoding", "format"})
 
 
@@ -79,26 +83,29 @@ def _kinds(node: JSON) -> set[str]:
 
 
 def _finite_values(items: Any) -> list[Any] | None:
-    """The values an array item may take, when the item schema is a bare finite set."""
-    if not isinstance(items, dict):
-        return None
-    rest = set(items) - {"enum", "const", "type", "title", "description"}
-    if rest:
+    """The values an array item may take, when the item schema is a bare finite set (each
+    listed value checked against the item schema: an enum may list values its type rejects)."""
+    from ..validation import compile_schema
+
+    if not isinstance(items, dict) or set(items) - _FINITE_ITEM:
         return None
     if "const" in items:
-        return [items["const"]]
-    if isinstance(items.get("enum"), list):
-        return list(items["enum"])
-    if _kinds(items) == {"boolean"}:
-        return [False, True]
-    return None
+        values = [items["const"]]
+    elif isinstance(items.get("enum"), list):
+        values = list(items["enum"])
+    elif _kinds(items) == {"boolean"}:
+        values = [False, True]
+    else:
+        return None
+    check = compile_schema(items)
+    return [v for v in values if check.is_valid(v)]
 
 
 def _unique_arrays(node: JSON, low: int, high: int) -> list[list[Any]] | None:
     """Every array without repeats over the node's finite item values (in any order while few,
     else in the listed order), or None when there are too many or the items are not finite."""
     values = _finite_values(node.get("items"))
-    if values is None or "prefixItems" in node or "contains" in node:
+    if values is None or set(node) - _PLAIN_ARRAY:
         return None
     distinct: list[Any] = []
     for value in values:
