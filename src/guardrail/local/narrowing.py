@@ -36,6 +36,7 @@ JSON = dict[str, Any]
 MAX_INTEGER: Final = 10**9 - 1  # greedy decoding writes digits forever without a bound
 MAX_ENUMERATED: Final = 64  # unique arrays over a finite set: at most this many arrays listed
 MIN_STRING: Final = 24  # the budget never caps a free string below this
+UNBOUNDED_PATTERN: Final = 24.0  # tokens counted for a pattern string with no length bound
 DEFAULT_BUDGET: Final = 512  # tokens, when the caller names none (the local max_tokens default)
 # (items, characters) caps tried in turn until the longest answer fits the budget.
 CAPS: Final = ((6, 100), (5, 100), (4, 100), (4, 80), (3, 80), (3, 60), (2, 60), (2, 40),
@@ -251,10 +252,23 @@ def longest(root: JSON, node: Any = None, depth: int = 0) -> float:
     return found
 
 
+def _pattern_tokens(pattern: Any) -> float:
+    """Tokens of the longest string a pattern admits: at most one per character for the ASCII
+    format patterns (a model looping inside an e-mail address spells it nearly character by
+    character). A pattern without a bound (not ours to narrow) counts as a short string."""
+    import re._parser as parser  # type: ignore[import-not-found]
+
+    try:
+        widest = parser.parse(str(pattern)).getwidth()[1]
+    except Exception:  # a pattern Python's re cannot read (the backend may still)
+        return UNBOUNDED_PATTERN
+    return widest + 2.0 if widest < parser.MAXREPEAT else UNBOUNDED_PATTERN
+
+
 def _longest_kind(root: JSON, node: JSON, kind: str, depth: int) -> float:
     if kind == "string":
         if "pattern" in node:
-            return 24.0  # the format patterns: an address or a timestamp, digit by digit
+            return _pattern_tokens(node["pattern"])
         high = node.get("maxLength")
         return high / 3 + 2 if isinstance(high, int) else math.inf
     if kind == "integer":
