@@ -143,6 +143,13 @@ def test_negative_and_counting_positions_are_left_alone() -> None:
     assert "additionalProperties" not in negated  # not closed either
     merged = narrow(SYNTHETIC["merged"]).schema
     assert all("additionalProperties" not in part for part in merged["allOf"])
+    # maxContains counts contains' matches: a narrower contains would count fewer and so admit
+    # arrays the original refuses (three strings where one is longer than the narrowed cap).
+    counted = {"type": "array", "contains": {"type": "string"}, "maxContains": 2}
+    assert narrow(counted).schema["contains"] == {"type": "string"}
+    assert narrow({"type": "array", "contains": {"type": "string"}}).schema["contains"] != {
+        "type": "string"
+    }
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))

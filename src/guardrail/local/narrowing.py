@@ -142,8 +142,8 @@ class _Narrower:
                 out[key] = {k: self.node(v) for k, v in value.items()}
             elif key in _POSITIVE_LISTS and isinstance(value, list):
                 out[key] = [self.node(v) for v in value]
-            elif key in _POSITIVE_ONE:
-                out[key] = self.node(value)
+            elif key in _POSITIVE_ONE and not (key == "contains" and "maxContains" in node):
+                out[key] = self.node(value)  # (maxContains counts contains' matches: left alone)
             else:  # data, and subschemas in negative or counting positions (not, if, oneOf)
                 out[key] = value
         kinds = _kinds(out)
