@@ -199,6 +199,17 @@ def test_the_local_dialect_says_what_its_constraint_narrowed() -> None:
     assert DIALECTS["local"].translate(BODY, ANY_OBJECT).narrowed == ()
 
 
+def test_the_local_dialect_narrows_for_the_requests_own_token_budget() -> None:
+    pytest.importorskip("llguidance")
+    short = {"type": "string", "maxLength": 50}
+    schema = {"type": "object", "properties": {"s": short}, "required": ["s"]}
+    constraint = Constraint("schema", "short", {**schema, "additionalProperties": False}, "f1")
+    local = DIALECTS["local"].translate
+    assert local(BODY, constraint).narrowed == ()  # 200 tokens: maxLength 50 fits as it is
+    assert local({**BODY, "max_tokens": 8}, constraint).narrowed == ("maxLength",)
+    assert local({**BODY, "max_completion_tokens": 8}, constraint).narrowed == ("maxLength",)
+
+
 def test_every_dialect_is_tested() -> None:
     assert {c[0] for c in SCHEMA_CASES} == set(DIALECTS) == {c[0] for c in JSON_OBJECT_CASES}
 

@@ -320,13 +320,12 @@ class Engine:
             self._support[key] = found
         return found
 
-    def relaxed(self, schema: JSON, fingerprint: str = "") -> tuple[str, ...]:
-        """The keywords a constrained answer may still break (what guardrail checks alone)."""
-        return self.support(schema, fingerprint).relaxed
-
-    def notes(self, schema: JSON, fingerprint: str = "") -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(relaxed, narrowed) keywords at the default budget, for the local dialect's headers."""
-        found = self.support(schema, fingerprint)
+    def notes(
+        self, schema: JSON, fingerprint: str = "", max_tokens: int | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(relaxed, narrowed) keywords for a ``max_tokens`` budget, for the local dialect's
+        headers."""
+        found = self.support(schema, fingerprint, max_tokens)
         return found.relaxed, found.narrowed
 
     # ---- the worker ------------------------------------------------------------------------

@@ -300,40 +300,46 @@ _TGI_JSON_MODE: Final[JSON] = {"response_format": {"type": "json", "value": {"ty
 # The local model (guardrail.local through the in-process transport)
 # --------------------------------------------------------------------------------------------
 
-# (schema, fingerprint) -> (relaxed keywords, narrowed keywords) of the local constraint.
-LocalNotes = Callable[[JSON, str], tuple[tuple[str, ...], tuple[str, ...]]]
+# (schema, fingerprint, max_tokens) -> (relaxed, narrowed keywords) of the local constraint.
+LocalNotes = Callable[[JSON, str, int | None], tuple[tuple[str, ...], tuple[str, ...]]]
 
 
-def _default_local_notes(schema: JSON, fingerprint: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _default_local_notes(
+    schema: JSON, fingerprint: str, max_tokens: int | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     # Imported here: guardrail.local is an optional extra; its backends import nothing heavy.
     from ..local import BACKENDS, DEFAULT_BACKEND, narrow
 
-    narrowed = narrow(schema)
+    narrowed = narrow(schema, max_tokens) if max_tokens else narrow(schema)
     try:
         return BACKENDS[DEFAULT_BACKEND].check(narrowed.schema).relaxed, narrowed.notes
     except ImportError:
         return ALL, ()
 
 
+def _local_fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set[str]]:
+    spec = {"name": constraint.name, "schema": schema}
+    return {"response_format": {"type": "json_schema", "json_schema": spec}}, set()
+
+
 def local_dialect(notes_for: LocalNotes = _default_local_notes) -> Dialect:
     """The local engine's dialect: the schema as ``response_format`` json_schema; the engine
-    narrows it (guardrail.local.narrowing) and compiles it into a token-level constraint.
-    relaxed = what the engine's backend reports it cannot enforce (``*`` when it cannot compile
-    the schema and generates from the prompt instead); narrowed = what the narrowing did."""
-
-    def fields(constraint: Constraint, schema: JSON) -> tuple[JSON, set[str]]:
-        relaxed, _ = notes_for(schema, constraint.fingerprint)
-        spec = {"name": constraint.name, "schema": schema}
-        return {"response_format": {"type": "json_schema", "json_schema": spec}}, set(relaxed)
-
-    chat = _chat_dialect(fields)
+    narrows it for the request's token budget (guardrail.local.narrowing) and compiles it into a
+    token-level constraint. relaxed = what the engine's backend reports it cannot enforce (``*``
+    when it cannot compile the schema and generates from the prompt instead); narrowed = what
+    the narrowing did, for this request's ``max_tokens``."""
+    chat = _chat_dialect(_local_fields)
 
     def translate(body: JSON, constraint: Constraint | None) -> Translation:
         translation = chat(body, constraint)
         if constraint is None or constraint.kind != "schema" or constraint.schema is None:
             return translation
-        _, narrowed = notes_for(constraint.schema, constraint.fingerprint)
-        return replace(translation, narrowed=tuple(sorted(narrowed)))
+        budget = body.get("max_completion_tokens") or body.get("max_tokens")
+        budget = budget if isinstance(budget, int) and budget >= 1 else None  # else a 400 later
+        relaxed, narrowed = notes_for(constraint.schema, constraint.fingerprint, budget)
+        return replace(
+            translation, relaxed=tuple(sorted(relaxed)), narrowed=tuple(sorted(narrowed))
+        )
 
     return _openai_compatible("local", translate)
 
