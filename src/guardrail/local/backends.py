@@ -242,7 +242,8 @@ class _ProcessorConstraint:
         return _ProcessorMatcher(self.processor)
 
 
-_LLG_TOKENIZERS: dict[int, Any] = {}
+# id(tokenizer) -> (the tokenizer, kept alive so its id is never reused; llguidance's view).
+_LLG_TOKENIZERS: dict[int, tuple[Any, Any]] = {}
 
 
 def llguidance_tokenizer(hf_tokenizer: Any) -> Any:
@@ -251,8 +252,9 @@ def llguidance_tokenizer(hf_tokenizer: Any) -> Any:
     if found is None:
         import llguidance.hf
 
-        found = _LLG_TOKENIZERS[id(hf_tokenizer)] = llguidance.hf.from_tokenizer(hf_tokenizer)
-    return found
+        found = (hf_tokenizer, llguidance.hf.from_tokenizer(hf_tokenizer))
+        _LLG_TOKENIZERS[id(hf_tokenizer)] = found
+    return found[1]
 
 
 def build_constraint(backend: Backend, model: Any, schema: JSON) -> Any:

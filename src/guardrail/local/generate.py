@@ -184,8 +184,9 @@ def generate(
                 break
             forced = matcher.advance(token) if matcher is not None else []
             feed = [token, *forced][: max_tokens - len(stream.ids)]
-            forced_end = any(t in ends for t in feed)
-            feed = [t for t in feed if t not in ends]
+            ending = next((at for at, t in enumerate(feed) if t in ends), None)
+            forced_end = ending is not None
+            feed = feed[:ending]  # a forced end token ends the answer: nothing after it counts
             history.extend(feed)
             stream.add(feed)
             if stream.done or forced_end:
